@@ -1,0 +1,10 @@
+/* Marble: an embeddable, Arrow-native columnar state store. Umbrella header. */
+#ifndef MARBLE_H
+#define MARBLE_H
+
+#include "marble/version.h"
+#include "marble/error.h"
+#include "marble/base.h"
+#include "marble/sched.h"
+
+#endif

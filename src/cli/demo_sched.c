@@ -1,0 +1,1 @@
+/* placeholder */ typedef int marble_placeholder_demo_;
