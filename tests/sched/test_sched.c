@@ -447,6 +447,7 @@ TEST(blocked_task_runs_again_after_resume)
 /* ---- resizing ------------------------------------------------------------------------------- */
 
 static _Atomic int resizing;
+static _Atomic int resizes;
 
 static void *resizer(void *p)
 {
@@ -455,6 +456,7 @@ static void *resizer(void *p)
     while (atomic_load(&resizing)) {
         n = n % 4 + 1;
         if (marble_sched_set_threads(s, n, NULL) != MARBLE_OK) abort();
+        atomic_fetch_add(&resizes, 1);
         marble_sleep_ns(200000);
     }
     return NULL;
@@ -469,22 +471,31 @@ static marble_task_status mark_slow_task(marble_task_ctx *ctx, void *p)
 
 TEST(resize_while_running_loses_and_duplicates_nothing)
 {
-    enum { N = 400000 };
-    memset(runs, 0, sizeof runs);
+    enum { N = 200000 };
     marble_sched *s = make(2);
     pthread_t th;
     atomic_store(&resizing, 1);
+    atomic_store(&resizes, 0);
     ASSERT_OK(pthread_create(&th, NULL, resizer, s));
-    marble_group g;
-    marble_group_init(&g, s, NULL);
-    spawner_arg *root = malloc(sizeof *root);
-    *root = (spawner_arg){&g, 0, N / 2};
-    ASSERT_OK(marble_group_spawn(&g, range_task, root));
-    for (uintptr_t i = N / 2; i < N; i++) ASSERT_OK(marble_group_spawn(&g, mark_slow_task, (void *)i));
-    ASSERT_OK(marble_group_wait(&g, NULL));
+    /* Rounds of work until the pool has been resized at least 40 times while tasks ran. */
+    int rounds = 0;
+    while (atomic_load(&resizes) < 40 && rounds < 1000) {
+        memset(runs, 0, sizeof runs);
+        int before = atomic_load(&resizes);
+        marble_group g;
+        marble_group_init(&g, s, NULL);
+        spawner_arg *root = malloc(sizeof *root);
+        *root = (spawner_arg){&g, 0, N / 2};
+        ASSERT_OK(marble_group_spawn(&g, range_task, root));
+        for (uintptr_t i = N / 2; i < N; i++)
+            ASSERT_OK(marble_group_spawn(&g, mark_slow_task, (void *)i));
+        ASSERT_OK(marble_group_wait(&g, NULL));
+        check_all_once(N);
+        if (atomic_load(&resizes) > before) rounds++;
+    }
     atomic_store(&resizing, 0);
     pthread_join(th, NULL);
-    check_all_once(N);
+    ASSERT_GE_INT(atomic_load(&resizes), 40);
     ASSERT_OK(marble_sched_set_threads(s, 3, NULL));
     ASSERT_EQ_INT(marble_sched_threads(s), 3);
     ASSERT_EQ_INT(run_fib(s, 18), 2584);

@@ -1,0 +1,8 @@
+/* Subcommands of the marble command; each returns the process exit code (0 ok, 1 failure,
+ * 2 usage). */
+#ifndef MARBLE_CLI_H
+#define MARBLE_CLI_H
+
+int marble_cli_demo(int argc, char **argv);
+
+#endif
