@@ -47,7 +47,9 @@ extern "C" {
     X(ERR_TIMEOUT, 11, "timed out")                                                                \
     X(ERR_SHUTDOWN, 12, "shut down")                                                               \
     X(ERR_TASK_FAILED, 13, "task failed")                                                          \
-    X(ERR_INTERNAL, 14, "internal error")
+    X(ERR_INTERNAL, 14, "internal error")                                                          \
+    X(ERR_PERMISSION, 15, "permission denied")                                                     \
+    X(ERR_NO_SPACE, 16, "no space left")
 
 enum marble_status_code {
 #define MARBLE_X_ENUM(name, value, desc) MARBLE_##name = value,

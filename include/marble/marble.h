@@ -6,5 +6,6 @@
 #include "marble/error.h"
 #include "marble/base.h"
 #include "marble/sched.h"
+#include "marble/vfs.h"
 
 #endif

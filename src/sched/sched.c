@@ -149,7 +149,8 @@ struct marble_sched {
     _Atomic int searching; /* workers spinning for work: while one is, nobody needs waking */
 };
 
-static _Thread_local worker *tls_worker;
+/* initial-exec: a single %fs-relative load, also in the shared library (no __tls_get_addr). */
+static _Thread_local worker *tls_worker __attribute__((tls_model("initial-exec")));
 
 static inline group_impl *G(marble_group *g)
 {
@@ -936,9 +937,14 @@ int marble_cancel_token_is_cancelled(const marble_cancel_token *t)
 void marble_group_init(marble_group *g, marble_sched *s, marble_cancel_token *parent)
 {
     group_impl *gi = G(g);
-    memset(gi, 0, sizeof *gi);
+    /* Field by field: fork-join creates a group per call, and the message buffer is only
+     * written by a failing task. */
     gi->s = s;
+    atomic_init(&gi->state, 0);
+    atomic_init(&gi->status, 0);
+    atomic_init(&gi->token.cancelled, 0);
     gi->token.parent = parent;
+    gi->message[0] = '\0';
 }
 
 static int group_reserve(group_impl *g)
