@@ -6,6 +6,8 @@ set -euo pipefail
 pkgs=(
   cmake ninja-build gcc g++ make pkg-config
   libxxhash-dev   # fast hashing (src/base/hash.c)
+  libzstd-dev liblz4-dev zlib1g-dev  # compression (src/vfs/compress.c, Arrow IPC bodies)
+  liburing-dev    # io_uring async reads (src/vfs/uring_linux.c)
   libtbb-dev      # oneTBB: benchmark peer only (bench/peers/tbb_sched.cpp)
 )
 

@@ -4,8 +4,11 @@
  * A scheduler owns a pool of worker threads (default: one per online CPU). Each worker owns a
  * Chase–Lev deque: tasks spawned by a worker go to the bottom of its own deque and it pops them
  * LIFO; idle workers steal FIFO from the top of a randomly chosen victim's deque. Tasks submitted
- * from threads outside the pool go through a shared injection queue, or through a producer token,
- * which gives one outside thread a queue of its own that workers steal from in batches.
+ * from threads outside the pool go into a single-producer queue owned by the submitting thread
+ * (its producer token, or one made for it implicitly on its first submission and given back when
+ * the thread exits), from which workers steal in batches; no lock is taken per task. A shared,
+ * locked injection queue takes resumed tasks, the queues of retiring workers, and submissions
+ * when no producer queue can be allocated.
  *
  * Tasks are always spawned into a task group (marble_group). Waiting for a group from a worker
  * thread runs other tasks meanwhile ("helping"), so nested fork-join never deadlocks; waiting from
@@ -14,8 +17,8 @@
  *
  * Task functions return a marble_task_status:
  *   MARBLE_TASK_DONE     finished;
- *   MARBLE_TASK_YIELD    not finished: the task is re-queued behind the other queued tasks and
- *                        called again later (execution budgets; long work yields so that
+ *   MARBLE_TASK_YIELD    not finished: the task is re-queued behind every other queued task
+ *                        and called again later (execution budgets; long work yields so that
  *                        cancellation and other work stay prompt);
  *   MARBLE_TASK_BLOCKED  parked: the task must have called marble_task_block() first and will be
  *                        called again after someone calls marble_task_resume() on that handle;
@@ -176,7 +179,10 @@ MARBLE_API void marble_group_cancel(marble_group *g);
 /* The group's own token (valid while the group is), e.g. as the parent of nested groups. */
 MARBLE_API marble_cancel_token *marble_group_token(marble_group *g);
 
-/* Number of tasks spawned into the group that have not finished. */
+/* Number of tasks spawned into the group that have not finished. A worker that finishes several
+ * tasks of one group in a row reports them together (before it runs a task of another group,
+ * waits, or idles), so the count may lag by those; a wait never returns early or late because of
+ * it. */
 MARBLE_API uint32_t marble_group_pending(const marble_group *g);
 
 /* Nothing to release today; call it when a group's life ends so later versions can. The group
@@ -204,9 +210,10 @@ MARBLE_API void marble_task_resume(marble_task_handle *h);
 /* ---- Producer tokens ------------------------------------------------------------------------- */
 
 /* A producer token gives one outside thread a queue of its own: submitting is a store into a
- * single-producer queue (no lock, no read-modify-write), and workers steal from it in batches.
- * A token is used by one thread at a time. Destroying it waits until workers have taken every
- * task submitted through it (they still run them afterwards). */
+ * single-producer queue (no lock), and workers steal from it in batches. marble_group_spawn from
+ * an outside thread already uses such a queue made implicitly for that thread; an explicit token
+ * lets one thread keep several, or hand one to another thread. A token is used by one thread at a
+ * time. Tasks still queued when it is destroyed run as usual. */
 MARBLE_API int marble_producer_token_create(marble_sched *s, marble_producer_token **out,
                                             marble_error *err);
 MARBLE_API void marble_producer_token_destroy(marble_producer_token *t);

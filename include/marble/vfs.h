@@ -274,22 +274,29 @@ MARBLE_API const char *marble_codec_name(marble_codec codec);
 /* Wraps `inner` as a stream of uncompressed bytes and takes ownership of it (closing the stream
  * closes it, also on failure of this call). Reading: reads must be sequential (`off` equal to the
  * bytes already returned; anything else is MARBLE_ERR_UNSUPPORTED naming the offsets); size()
- * is MARBLE_ERR_UNSUPPORTED; truncated or corrupt input is MARBLE_ERR_CORRUPTION. Writing:
- * writes must be sequential (or appends); sync flushes the compressor and syncs `inner`; close
- * finishes the frame. `level` is the codec's level, 0 for its default. */
+ * is MARBLE_ERR_UNSUPPORTED; concatenated frames (members) read as one stream; truncated or
+ * corrupt input, and an empty file, are MARBLE_ERR_CORRUPTION. Writing: starts at the end of
+ * `inner` (without TRUNCATE a new frame is appended); writes must be sequential (or appends);
+ * size() is the uncompressed bytes written; sync flushes the compressor and syncs `inner`; close
+ * finishes the frame. Frames carry checksums (zstd, LZ4 content checksum, gzip CRC). `level` is
+ * the codec's level, 0 for its default (zstd: its min..max, lz4: -65536..12, gzip: -1..9). After
+ * an I/O or corruption error every later call fails with it. */
 MARBLE_API int marble_file_compress_wrap(marble_file *inner, marble_codec codec, int writing,
                                          int level, marble_file **out, marble_error *err);
 
 /* ---- buffered reader and writer (src/vfs/buffered.c) ----------------------------------------- */
 
 typedef struct marble_buffer_options {
-    size_t buffer_size; /* bytes buffered for writes and for reads; 0: 1 MiB */
-    size_t readahead;   /* sequential reads fetch this much ahead; 0: 4 MiB */
+    size_t buffer_size; /* bytes gathered before a write reaches `inner`; 0: 1 MiB */
+    size_t readahead;   /* the read window: sequential reads fetch this much; 0: 4 MiB */
 } marble_buffer_options;
 
 /* Wraps `inner` (taking ownership). Small sequential writes are gathered into buffer_size
- * writes; a write elsewhere, sync, size and close flush first. Reads detect sequential access
- * and then read `readahead` bytes at a time. For one thread at a time. */
+ * writes; a write elsewhere, sync, size and close flush first. From the second read in a row
+ * that starts where the previous one ended, reads fetch `readahead` bytes at a time; other reads
+ * go straight to `inner`. The wrapper cannot be mapped (marble_file_map copies through it) and
+ * `inner` must not be a direct-I/O file. After a failed write-back every later call fails with
+ * that error. For one thread at a time. */
 MARBLE_API int marble_file_buffered_wrap(marble_file *inner, const marble_buffer_options *opts,
                                          marble_file **out, marble_error *err);
 

@@ -98,6 +98,10 @@ struct worker {
     unsigned tick;
     int depth; /* nesting of helping waits */
     task_cache cache;
+    /* Completions of tasks of one group, not yet subtracted from its pending count (see
+     * complete_task). */
+    group_impl *defer_g;
+    uint32_t defer_n;
     _Atomic int parked;
     counter executed, stolen, skipped, parks, wakeups;
 };
@@ -124,6 +128,9 @@ struct marble_sched {
     _Atomic int state; /* RUNNING, SHUT_DRAIN or SHUT_CANCEL */
     _Atomic int stopping;
     bool joined;     /* under inj_mu: workers are gone, leftovers are skipped */
+    _Atomic int joined_flag; /* the same, readable without inj_mu (seq_cst: see spawn_outside) */
+    uint64_t id;     /* unique over the process's life, for implicit producer slots */
+    struct marble_sched *live_next; /* under live_mu */
     bool shut_done;  /* under mu */
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -131,6 +138,8 @@ struct marble_sched {
     pthread_mutex_t inj_mu;
     task *inj_head, *inj_tail;
     _Atomic int64_t inj_count;
+    task *y_head, *y_tail; /* yielded tasks: behind every other queue */
+    _Atomic int64_t y_count;
     task_cache ext_cache;
     _Atomic uint64_t injected;
     _Atomic uint64_t ext_skipped;
@@ -298,6 +307,7 @@ static void notify(marble_sched *s)
 static bool visible_work(marble_sched *s)
 {
     if (atomic_load_explicit(&s->inj_count, memory_order_relaxed) > 0) return true;
+    if (atomic_load_explicit(&s->y_count, memory_order_relaxed) > 0) return true;
     int n = atomic_load_explicit(&s->nslots, memory_order_acquire);
     for (int i = 0; i < n; i++)
         if (marble__deque_size(&s->workers[i]->dq) > 0) return true;
@@ -310,6 +320,13 @@ static bool visible_work(marble_sched *s)
 /* ---- queues -------------------------------------------------------------------------------- */
 
 static void skip_task(marble_sched *s, worker *w, task *t);
+static token_slot *slot_acquire(marble_sched *s, marble_error *err);
+static void slot_release(token_slot *k);
+static int token_push(token_slot *k, group_impl *g, marble_task_fn fn, void *arg);
+static token_slot *implicit_get(marble_sched *s);
+static void sweep_if_joined(marble_sched *s, token_slot *k);
+static void live_add(marble_sched *s);
+static void live_remove(marble_sched *s);
 
 /* Appends a chain (first..last, n tasks) to the injection queue. Caller holds inj_mu. */
 static void inj_append_locked(marble_sched *s, task *first, task *last, int64_t n)
@@ -335,6 +352,41 @@ static void inject(marble_sched *s, task *t)
     inj_append_locked(s, t, t, 1);
     pthread_mutex_unlock(&s->inj_mu);
     notify(s);
+}
+
+/* Queues a task that returned MARBLE_TASK_YIELD behind everything else that is queued. */
+static void requeue_yielded(marble_sched *s, task *t)
+{
+    pthread_mutex_lock(&s->inj_mu);
+    if (s->joined) {
+        pthread_mutex_unlock(&s->inj_mu);
+        skip_task(s, NULL, t);
+        return;
+    }
+    t->next = NULL;
+    if (s->y_tail)
+        s->y_tail->next = t;
+    else
+        s->y_head = t;
+    s->y_tail = t;
+    atomic_fetch_add_explicit(&s->y_count, 1, memory_order_relaxed);
+    pthread_mutex_unlock(&s->inj_mu);
+    notify(s);
+}
+
+static task *take_yielded(worker *w)
+{
+    marble_sched *s = w->s;
+    if (atomic_load_explicit(&s->y_count, memory_order_relaxed) == 0) return NULL;
+    pthread_mutex_lock(&s->inj_mu);
+    task *t = s->y_head;
+    if (t) {
+        s->y_head = t->next;
+        if (!s->y_head) s->y_tail = NULL;
+        atomic_fetch_sub_explicit(&s->y_count, 1, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&s->inj_mu);
+    return t;
 }
 
 /* Pushes onto the worker's own deque, falling back to the injection queue if the ring cannot
@@ -411,14 +463,20 @@ static task *steal_tokens(worker *w)
     return NULL;
 }
 
+/* Own deque, then outside submissions, then other workers, then yielded tasks. Every
+ * FAIR_TICKS tasks the shared queues go first, so a worker busy with its own fork-join tree does
+ * not starve them. */
 static task *find_work(worker *w)
 {
     task *t;
-    if (++w->tick % FAIR_TICKS == 0 && (t = take_injected(w))) return t;
+    if (++w->tick % FAIR_TICKS == 0 &&
+        ((t = take_injected(w)) || (t = steal_tokens(w)) || (t = take_yielded(w))))
+        return t;
     if ((t = marble__deque_pop(&w->dq))) return t;
     if ((t = take_injected(w))) return t;
+    if ((t = steal_tokens(w))) return t;
     if ((t = steal_workers(w))) return t;
-    return steal_tokens(w);
+    return take_yielded(w);
 }
 
 /* ---- running tasks ------------------------------------------------------------------------- */
@@ -431,11 +489,39 @@ static bool token_cancelled(const marble_cancel_token *k)
     return false;
 }
 
-static void group_complete(group_impl *g)
+static void group_complete_n(group_impl *g, uint32_t n)
 {
     /* Acq_rel: the waiter that sees pending reach 0 must see every effect of every task. */
-    uint32_t old = atomic_fetch_sub_explicit(&g->state, 2, memory_order_acq_rel);
-    if ((old >> 1) == 1 && (old & 1)) marble__park_wake(&g->state, INT_MAX);
+    uint32_t old = atomic_fetch_sub_explicit(&g->state, 2 * n, memory_order_acq_rel);
+    if ((old >> 1) == n && (old & 1)) marble__park_wake(&g->state, INT_MAX);
+}
+
+static void group_complete(group_impl *g)
+{
+    group_complete_n(g, 1);
+}
+
+static void flush_completions(worker *w)
+{
+    if (w->defer_n) {
+        group_complete_n(w->defer_g, w->defer_n);
+        w->defer_n = 0;
+        w->defer_g = NULL;
+    }
+}
+
+/* A worker that finishes a task of the group whose completions it is already holding adds one
+ * to the held count instead of touching the group's shared counter; the count is flushed before
+ * the worker runs a task of another group, looks for work, waits, parks or exits, and every 64
+ * tasks. Delaying it never delays a wait: while the worker holds a count it is running (or about
+ * to run) another task of the same group, so the group cannot finish before the flush anyway. */
+static void complete_task(worker *w, group_impl *g)
+{
+    if (w->defer_g != g) {
+        flush_completions(w);
+        w->defer_g = g;
+    }
+    if (++w->defer_n >= 64) flush_completions(w);
 }
 
 static void task_release(marble_sched *s, worker *w, task *t)
@@ -454,12 +540,14 @@ static void skip_task(marble_sched *s, worker *w, task *t)
     group_impl *g = t->g;
     /* Release: a skipped task makes its group's wait report cancellation. */
     atomic_store_explicit(&g->token.cancelled, 1, memory_order_release);
-    if (w)
-        bump(&w->skipped);
-    else
-        atomic_fetch_add_explicit(&s->ext_skipped, 1, memory_order_relaxed);
     task_release(s, w, t);
-    group_complete(g);
+    if (w) {
+        bump(&w->skipped);
+        complete_task(w, g);
+    } else {
+        atomic_fetch_add_explicit(&s->ext_skipped, 1, memory_order_relaxed);
+        group_complete(g);
+    }
 }
 
 static void record_error(group_impl *g, int code, const char *fmt, va_list ap)
@@ -491,6 +579,7 @@ static void run_task(worker *w, task *t)
 {
     marble_sched *s = w->s;
     group_impl *g = t->g;
+    if (w->defer_n && w->defer_g != g) flush_completions(w);
     if (atomic_load_explicit(&s->state, memory_order_relaxed) == SHUT_CANCEL ||
         token_cancelled(&g->token)) {
         skip_task(s, w, t);
@@ -502,10 +591,10 @@ static void run_task(worker *w, task *t)
     switch (st) {
     case MARBLE_TASK_DONE:
         cache_free(s, &w->cache, t);
-        group_complete(g);
+        complete_task(w, g);
         return;
     case MARBLE_TASK_YIELD:
-        inject(s, t);
+        requeue_yielded(s, t);
         return;
     case MARBLE_TASK_BLOCKED:
         if (ctx.blocked) {
@@ -532,10 +621,18 @@ static void run_task(worker *w, task *t)
         break;
     }
     cache_free(s, &w->cache, t);
-    group_complete(g);
+    complete_task(w, g);
 }
 
 /* ---- workers ------------------------------------------------------------------------------- */
+
+/* Spinning workers burn CPU that running tasks or outside producers could use: at most half the
+ * pool (at least one) spins; the others park at once. */
+static inline int max_searchers(marble_sched *s)
+{
+    int t = atomic_load_explicit(&s->target, memory_order_relaxed);
+    return t > 1 ? t / 2 : 1;
+}
 
 /* Called by a searching worker that found nothing; returns searching again. */
 static void park(worker *w)
@@ -566,6 +663,7 @@ static void retire(worker *w)
 {
     marble_sched *s = w->s;
     task *t;
+    flush_completions(w);
     while ((t = marble__deque_pop(&w->dq))) inject(s, t);
     pool_return(s, &w->cache, 0);
 }
@@ -605,12 +703,15 @@ static void *worker_main(void *arg)
             run_task(w, t);
             continue;
         }
+        flush_completions(w);
         if (stop) {
             if (idle) atomic_fetch_sub_explicit(&s->searching, 1, memory_order_relaxed);
             retire(w);
             break;
         }
-        if (idle++ == 0) atomic_fetch_add_explicit(&s->searching, 1, memory_order_relaxed);
+        if (idle++ == 0 &&
+            atomic_fetch_add_explicit(&s->searching, 1, memory_order_relaxed) >= max_searchers(s))
+            idle = s->spin_rounds + 4; /* enough workers are spinning already: park */
         if (idle < s->spin_rounds) {
             for (int i = 0; i < 32; i++) cpu_relax();
             continue;
@@ -707,6 +808,7 @@ int marble_sched_create(const marble_sched_options *opts, marble_sched **out, ma
     pthread_mutex_init(&s->pool_mu, NULL);
     pthread_mutex_init(&s->tok_mu, NULL);
     atomic_init(&s->target, threads);
+    live_add(s);
     pthread_mutex_lock(&s->mu);
     for (int i = 0; i < threads; i++) {
         int rc = start_worker(s, i, err);
@@ -855,9 +957,16 @@ int marble_sched_shutdown(marble_sched *s, marble_shutdown_mode mode, marble_err
     /* Anything queued after the workers' last look (a late resume) is skipped. */
     pthread_mutex_lock(&s->inj_mu);
     s->joined = true;
+    atomic_store(&s->joined_flag, 1);
     task *left = s->inj_head;
     s->inj_head = s->inj_tail = NULL;
     atomic_store(&s->inj_count, 0);
+    if (s->y_head) {
+        s->y_tail->next = left;
+        left = s->y_head;
+        s->y_head = s->y_tail = NULL;
+        atomic_store(&s->y_count, 0);
+    }
     pthread_mutex_unlock(&s->inj_mu);
     while (left) {
         task *next = left->next;
@@ -879,6 +988,7 @@ void marble_sched_destroy(marble_sched *s)
 {
     if (!s) return;
     marble_sched_shutdown(s, MARBLE_SHUTDOWN_DRAIN, NULL);
+    live_remove(s);
     int n = atomic_load(&s->nslots);
     for (int i = 0; i < n; i++) {
         if (!s->workers[i]) continue;
@@ -977,6 +1087,17 @@ int marble_group_spawn(marble_group *g, marble_task_fn fn, void *arg)
         if (want_wake(s)) wake_one(s);
         return MARBLE_OK;
     }
+    if (atomic_load_explicit(&s->state, memory_order_relaxed) != RUNNING) return MARBLE_ERR_SHUTDOWN;
+    token_slot *k = implicit_get(s);
+    if (k) {
+        int rc = token_push(k, gi, fn, arg);
+        if (rc != MARBLE_OK) return rc;
+        bump(&k->submitted);
+        notify(s);
+        sweep_if_joined(s, k);
+        return MARBLE_OK;
+    }
+    /* No slot could be allocated: the injection queue needs no memory beyond the task. */
     pthread_mutex_lock(&s->inj_mu);
     if (atomic_load_explicit(&s->state, memory_order_relaxed) != RUNNING) {
         pthread_mutex_unlock(&s->inj_mu);
@@ -1034,14 +1155,19 @@ int marble_group_wait(marble_group *g, marble_error *err)
     if (w) {
         int spins = 0;
         w->depth++;
-        /* Acquire: see every effect of the finished tasks. */
-        while (atomic_load_explicit(&gi->state, memory_order_acquire) >> 1) {
+        flush_completions(w);
+        for (;;) {
+            /* Completions this worker holds for the awaited group count now. */
+            if (w->defer_g == gi) flush_completions(w);
+            /* Acquire: see every effect of the finished tasks. */
+            if (!(atomic_load_explicit(&gi->state, memory_order_acquire) >> 1)) break;
             task *t = find_work(w);
             if (t) {
                 run_task(w, t);
                 spins = 0;
                 continue;
             }
+            flush_completions(w);
             if (++spins < 64) {
                 cpu_relax();
                 continue;
@@ -1141,6 +1267,102 @@ void marble_task_resume(marble_task_handle *h)
     }
 }
 
+
+/* ---- implicit producer slots --------------------------------------------------------------- */
+
+/* An outside thread that spawns without a token gets a producer slot of its own, kept in
+ * thread-local storage, so plain marble_group_spawn from outside costs what a token submit does
+ * (no lock). The slot goes back when the thread exits (a pthread key destructor) or starts
+ * spawning into another scheduler. live_mu and the list of live schedulers make that safe when
+ * the scheduler is gone first: a slot is only touched if its scheduler's id is still live. */
+static pthread_mutex_t live_mu = PTHREAD_MUTEX_INITIALIZER;
+static marble_sched *live_list;
+static uint64_t live_next_id = 1;
+
+typedef struct implicit_slot {
+    marble_sched *s;
+    uint64_t id;
+    token_slot *slot;
+} implicit_slot;
+
+static _Thread_local implicit_slot tls_slot __attribute__((tls_model("initial-exec")));
+static pthread_key_t implicit_key;
+static pthread_once_t implicit_once = PTHREAD_ONCE_INIT;
+
+static bool live_locked(uint64_t id)
+{
+    for (marble_sched *x = live_list; x; x = x->live_next)
+        if (x->id == id) return true;
+    return false;
+}
+
+static void live_add(marble_sched *s)
+{
+    pthread_mutex_lock(&live_mu);
+    s->id = live_next_id++;
+    s->live_next = live_list;
+    live_list = s;
+    pthread_mutex_unlock(&live_mu);
+}
+
+static void live_remove(marble_sched *s)
+{
+    pthread_mutex_lock(&live_mu);
+    marble_sched **pp = &live_list;
+    while (*pp && *pp != s) pp = &(*pp)->live_next;
+    if (*pp) *pp = s->live_next;
+    pthread_mutex_unlock(&live_mu);
+}
+
+static void implicit_drop(implicit_slot *is)
+{
+    if (!is->slot) return;
+    pthread_mutex_lock(&live_mu);
+    if (live_locked(is->id)) slot_release(is->slot);
+    pthread_mutex_unlock(&live_mu);
+    is->slot = NULL;
+    is->s = NULL;
+    is->id = 0;
+}
+
+static void implicit_dtor(void *p)
+{
+    implicit_drop(p);
+}
+
+static void implicit_init(void)
+{
+    pthread_key_create(&implicit_key, implicit_dtor);
+}
+
+static token_slot *implicit_get(marble_sched *s)
+{
+    implicit_slot *is = &tls_slot;
+    if (is->slot && is->s == s && is->id == s->id) return is->slot;
+    implicit_drop(is);
+    pthread_once(&implicit_once, implicit_init);
+    token_slot *k = slot_acquire(s, NULL);
+    if (!k) return NULL;
+    is->s = s;
+    is->id = s->id;
+    is->slot = k;
+    pthread_setspecific(implicit_key, is);
+    return k;
+}
+
+/* After a submission from outside: if the workers are already gone (a submission racing with
+ * shutdown), skip what is left in the slot so its groups finish. The seq_cst fence in notify()
+ * pairs with the seq_cst store of joined_flag before shutdown's own sweep: one of the two sees
+ * the task. */
+static void sweep_if_joined(marble_sched *s, token_slot *k)
+{
+    if (!atomic_load(&s->joined_flag)) return;
+    void *batch[STEAL_BATCH];
+    int got;
+    while ((got = marble__deque_steal_batch(&k->dq, batch, STEAL_BATCH)) != 0)
+        for (int i = 0; i < got; i++) skip_task(s, NULL, batch[i]);
+}
+
 /* ---- producer tokens ----------------------------------------------------------------------- */
 
 int marble_producer_token_create(marble_sched *s, marble_producer_token **out, marble_error *err)
@@ -1149,20 +1371,30 @@ int marble_producer_token_create(marble_sched *s, marble_producer_token **out, m
         return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
                                 "marble_producer_token_create: %s is NULL", s ? "out" : "scheduler");
     *out = NULL;
+    token_slot *k = slot_acquire(s, err);
+    if (!k) return MARBLE_ERR_NO_MEMORY;
+    *out = (marble_producer_token *)k;
+    return MARBLE_OK;
+}
+
+static token_slot *slot_acquire(marble_sched *s, marble_error *err)
+{
     for (token_slot *k = atomic_load_explicit(&s->tokens, memory_order_acquire); k; k = k->next) {
         int expected = 0;
         /* Acquire: the previous owner's destroy (release) happens before our use. */
         if (atomic_compare_exchange_strong_explicit(&k->in_use, &expected, 1,
-                                                    memory_order_acquire, memory_order_relaxed)) {
-            *out = (marble_producer_token *)k;
-            return MARBLE_OK;
-        }
+                                                    memory_order_acquire, memory_order_relaxed))
+            return k;
     }
     token_slot *k = calloc(1, sizeof *k);
-    if (!k) return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "allocating a producer token");
+    if (!k) {
+        marble_error_set(err, MARBLE_ERR_NO_MEMORY, "allocating a producer token");
+        return NULL;
+    }
     if (marble__deque_init(&k->dq, 10) != MARBLE_OK) {
         free(k);
-        return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "allocating a producer token's queue");
+        marble_error_set(err, MARBLE_ERR_NO_MEMORY, "allocating a producer token's queue");
+        return NULL;
     }
     k->s = s;
     atomic_init(&k->in_use, 1);
@@ -1171,21 +1403,20 @@ int marble_producer_token_create(marble_sched *s, marble_producer_token **out, m
     /* Release: publishes the initialised slot to workers walking the list. */
     atomic_store_explicit(&s->tokens, k, memory_order_release);
     pthread_mutex_unlock(&s->tok_mu);
-    *out = (marble_producer_token *)k;
-    return MARBLE_OK;
+    return k;
+}
+
+static void slot_release(token_slot *k)
+{
+    pool_return(k->s, &k->cache, 0);
+    /* Release: hands the slot (and what is still queued in it) to the next owner. Workers keep
+     * stealing from it meanwhile; the queue stays single-producer because owners take turns. */
+    atomic_store_explicit(&k->in_use, 0, memory_order_release);
 }
 
 void marble_producer_token_destroy(marble_producer_token *t)
 {
-    if (!t) return;
-    token_slot *k = &t->slot;
-    while (marble__deque_size(&k->dq) > 0) {
-        if (atomic_load_explicit(&k->s->stopping, memory_order_relaxed)) break;
-        marble_sleep_ns(50000);
-    }
-    pool_return(k->s, &k->cache, 0);
-    /* Release: hands the slot (and its queue) to the next creator. */
-    atomic_store_explicit(&k->in_use, 0, memory_order_release);
+    if (t) slot_release(&t->slot);
 }
 
 static int token_push(token_slot *k, group_impl *g, marble_task_fn fn, void *arg)
@@ -1217,6 +1448,7 @@ int marble_producer_submit_many(marble_producer_token *tok, marble_group *g, mar
         if (rc == MARBLE_OK) bump(&k->submitted);
     }
     notify(k->s);
+    sweep_if_joined(k->s, k);
     return rc;
 }
 
