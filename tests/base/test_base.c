@@ -23,7 +23,7 @@ TEST(strerror_known_and_unknown)
     MARBLE_ERROR_LIST(X)
 #undef X
     ASSERT_EQ_STR(marble_strerror(-1), "unknown error");
-    ASSERT_EQ_STR(marble_strerror(15), "unknown error");
+    ASSERT_EQ_STR(marble_strerror(1000), "unknown error");
     ASSERT_EQ_STR(marble_strerror(1 << 30), "unknown error");
 }
 
@@ -36,7 +36,7 @@ TEST(status_name_known_and_unknown)
     MARBLE_ERROR_LIST(X)
 #undef X
     ASSERT_EQ_STR(marble_status_name(-7), "MARBLE_ERR_UNKNOWN");
-    ASSERT_EQ_STR(marble_status_name(15), "MARBLE_ERR_UNKNOWN");
+    ASSERT_EQ_STR(marble_status_name(1000), "MARBLE_ERR_UNKNOWN");
 }
 
 TEST(error_set_and_clear)
