@@ -161,7 +161,10 @@ struct marble_file {
 };
 
 /* The built-in backends, for registering under other schemes or wrapping. The local backend
- * serves absolute and relative paths; the memory backend keeps files in a thread-safe tree. */
+ * serves absolute and relative paths; a file it creates is durable when open returns (it syncs
+ * the parent directory), which is more than POSIX promises: code that must be durable on every
+ * backend syncs the directory itself (the fault backend models only the POSIX minimum). The
+ * memory backend keeps files in a thread-safe tree. */
 MARBLE_API int marble_vfs_local_create(marble_vfs **out, marble_error *err);
 MARBLE_API int marble_vfs_mem_create(marble_vfs **out, marble_error *err);
 
@@ -319,7 +322,8 @@ MARBLE_API int marble_handle_pool_create(marble_fs *fs, const marble_handle_pool
 MARBLE_API int marble_handle_pool_destroy(marble_handle_pool *p, marble_error *err);
 /* A handle for (uri, flags): an idle one if there is one (a hit), else a new one (a miss). Waits
  * up to timeout_ms when max_open handles are all in use (then MARBLE_ERR_TIMEOUT). Use it with
- * positional reads and writes only; give it back with release. */
+ * positional reads and writes only; give it back with release. Flags act at open only (a reused
+ * handle is not truncated again). */
 MARBLE_API int marble_handle_pool_acquire(marble_handle_pool *p, const char *uri, int flags,
                                           marble_file **out, marble_error *err);
 MARBLE_API void marble_handle_pool_release(marble_handle_pool *p, marble_file *f);
@@ -383,8 +387,8 @@ MARBLE_API int marble_aio_wait(marble_aio_batch *b, marble_error *err);
 
 typedef enum marble_fault_op {
     MARBLE_FAULT_OPEN = 1 << 0,
-    MARBLE_FAULT_READ = 1 << 1,
-    MARBLE_FAULT_WRITE = 1 << 2, /* write and append */
+    MARBLE_FAULT_READ = 1 << 1,  /* read and map */
+    MARBLE_FAULT_WRITE = 1 << 2, /* write, append and truncate */
     MARBLE_FAULT_SYNC = 1 << 3,  /* file sync and directory sync */
     MARBLE_FAULT_RENAME = 1 << 4,
     MARBLE_FAULT_REMOVE = 1 << 5,
@@ -392,7 +396,8 @@ typedef enum marble_fault_op {
 } marble_fault_op;
 
 /* Wraps `parent` (which it does not own; it must outlive the wrapper). In pass-through mode it
- * behaves exactly as `parent`. Register it under a scheme of its own (e.g. "fault") or use it
+ * behaves exactly as `parent`, except that its capabilities lack MARBLE_CAP_FD (so no I/O can
+ * bypass it). Register it under a scheme of its own (e.g. "fault") or use it
  * through marble_fs_register in place of "file"/"mem". */
 MARBLE_API int marble_vfs_fault_create(marble_vfs *parent, marble_vfs **out, marble_error *err);
 /* Fails the nth (1-based, counted from now) call of a kind in `ops` with `os_errno` (EIO or
@@ -402,7 +407,8 @@ MARBLE_API void marble_fault_fail_nth(marble_vfs *fault, uint32_t ops, uint64_t 
  * (the same seed and calls give the same failures). p = 0 disarms. */
 MARBLE_API void marble_fault_fail_random(marble_vfs *fault, uint32_t ops, double p, uint64_t seed,
                                          int os_errno);
-/* Calls of each kind seen since creation (for sweeping N over an operation). */
+/* Calls of the kinds in `op` (a mask; counts are summed) seen since creation (for sweeping N over
+ * an operation). */
 MARBLE_API uint64_t marble_fault_count(marble_vfs *fault, marble_fault_op op);
 /* A power cut: every write not yet synced is forgotten (files return to their content at their
  * last sync, truncations and extensions included), and every create, rename or remove whose

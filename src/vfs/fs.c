@@ -838,6 +838,8 @@ int marble_file_sync(marble_file *f, int flags, marble_error *err)
 int marble_file_truncate(marble_file *f, uint64_t size, marble_error *err)
 {
     CHECK_FILE(f, "truncate");
+    marble_fs *fs = fs_of(f);
+    if (fs) count(&fs->writes, 1);
     return f->methods->truncate(f, size, err);
 }
 
