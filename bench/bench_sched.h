@@ -1,4 +1,4 @@
-/* Common interface of the scheduler benchmark: one table of workloads per implementation. */
+/* Common interface of marble-bench's workloads: the scheduler impls and the vfs area. */
 #ifndef MARBLE_BENCH_SCHED_H
 #define MARBLE_BENCH_SCHED_H
 
@@ -68,6 +68,44 @@ bench_slot *bench_slots_new(int n);
 void bench_slots_clear(bench_slot *s, int n);
 uint64_t bench_slots_sum(const bench_slot *s, int n);
 void bench_slots_free(bench_slot *s);
+
+/* ---- the vfs area (bench/vfs_bench.c) -------------------------------------------------------
+ * Each workload runs once to warm up, then `reps` timed times, checks what it read or wrote
+ * against the data it was given, and returns 0, or -1 after printing why to stderr. */
+
+typedef struct bench_vfs bench_vfs;
+
+typedef struct bench_vfs_config {
+    const char *dir;    /* a private directory is made (and removed) under it */
+    size_t seq_bytes;   /* the sequential file (a multiple of 4 MiB) */
+    size_t rand_bytes;  /* the random-read file (a multiple of 4 MiB) */
+    size_t rand_ops;    /* 4 KiB reads per randread run */
+    size_t codec_bytes; /* codec input and memcpy size (a multiple of 1 MiB) */
+} bench_vfs_config;
+
+typedef struct bench_vfs_result {
+    double seconds; /* best of the timed runs */
+    uint64_t bytes; /* moved by one run (uncompressed bytes for the codecs) */
+    uint64_t ops;   /* I/O calls of one run */
+    char note[96];
+} bench_vfs_result;
+
+/* Writes the data files through Marble (so the page cache holds them) and builds the buffers. */
+int bench_vfs_create(const bench_vfs_config *cfg, bench_vfs **out);
+/* Removes the files and the directory and frees everything. Accepts NULL. */
+void bench_vfs_destroy(bench_vfs *v);
+const char *bench_vfs_dir(const bench_vfs *v);
+/* "ext4", "tmpfs", ... for the directory's file system. */
+const char *bench_vfs_fs_type(const bench_vfs *v);
+/* 4 KiB calls through marble_file_write/read, raw or through marble_file_buffered_wrap. */
+int bench_vfs_seqwrite(bench_vfs *v, int buffered, int reps, bench_vfs_result *out);
+int bench_vfs_seqread(bench_vfs *v, int buffered, int reps, bench_vfs_result *out);
+/* impl: pread, mmap, uring, open_read_close or pool. */
+int bench_vfs_randread(bench_vfs *v, const char *impl, int reps, bench_vfs_result *out);
+/* codec: zstd, lz4 or gzip, through marble_file_compress_wrap on mem://. */
+int bench_vfs_codec(bench_vfs *v, const char *codec, int decompress, int reps,
+                    bench_vfs_result *out);
+int bench_vfs_memcpy(bench_vfs *v, int reps, bench_vfs_result *out);
 
 #ifdef __cplusplus
 }

@@ -1,4 +1,4 @@
-/* marble-bench: Marble's benchmark driver; `marble-bench sched` compares task schedulers. */
+/* marble-bench: Marble's benchmark driver (`sched`: task schedulers; `vfs`: file I/O). */
 #include "bench_sched.h"
 #include "bench_tree.h"
 
@@ -15,6 +15,10 @@
 #define IDLE_SECONDS 1.0
 #define MAX_THREAD_COUNTS 32
 #define MAX_THREADS 4096
+#define VFS_SEQ_MIB 256
+#define VFS_RAND_MIB 64
+#define VFS_RAND_OPS 100000u
+#define VFS_CODEC_MIB 64
 
 enum bench_kind { B_FIB, B_SPAWN, B_SPAWN_TOKEN, B_TREE, B_SUM, B_IDLE, B_COUNT };
 
@@ -57,6 +61,9 @@ static void usage(FILE *f)
         "  sched   task schedulers: marble's work-stealing scheduler side by side with\n"
         "          mutex_pool (one global mutex+condvar FIFO queue, the design it replaces),\n"
         "          openmp (gcc's OpenMP tasks) and tbb (oneTBB task_group)\n"
+        "  vfs     file I/O through the VFS: sequential raw vs buffered, random 4 KiB reads\n"
+        "          (pread, mmap, io_uring, open-read-close, handle pool), codecs, beside\n"
+        "          memcpy as the ceiling\n"
         "\n"
         "options of sched:\n"
         "  --json              one JSON object per line instead of the table\n"
@@ -84,9 +91,39 @@ static void usage(FILE *f)
         "ns/task is seconds divided by the workload's task count: fib calls, spawned tasks,\n"
         "tree nodes, and for sum the summed elements. time/marble is the row's seconds divided\n"
         "by marble's at the same workload and thread count (above 1: marble is faster).\n"
+        "\n"
+        "options of vfs:\n"
+        "  --json              one JSON object per line instead of the table\n"
+        "  --reps R            timed runs per row after one warm-up run; the best is kept\n"
+        "                      (default 3)\n"
+        "  --dir DIR           where the data files go (default $TMPDIR, else /tmp); a private\n"
+        "                      directory is made there and removed at the end\n"
+        "  --only LIST         workloads to run (default all):\n"
+        "                        memcpy      memcpy of %d MiB buffers: the ceiling\n"
+        "                        seqwrite    a %d MiB file in 4 KiB writes (no fsync)\n"
+        "                        seqread     the same file in 4 KiB reads (page cache warm)\n"
+        "                        randread    %u random 4 KiB reads of a cached %d MiB file\n"
+        "                        compress    %d MiB of text-like data through\n"
+        "                                    marble_file_compress_wrap onto mem://\n"
+        "                        decompress  the same, back\n"
+        "  --impl LIST         implementations (default all):\n"
+        "                        seq*:       raw (marble_file_read/write) and buffered\n"
+        "                                    (marble_file_buffered_wrap around it)\n"
+        "                        randread:   pread (marble_file_read), mmap (marble_file_map\n"
+        "                                    once, then memcpy), uring (marble_aio, batches of\n"
+        "                                    32), open_read_close (open, read, close per read),\n"
+        "                                    pool (marble_handle_pool acquire, read, release)\n"
+        "                        codecs:     zstd, lz4, gzip (default levels)\n"
+        "\n"
+        "MB/s counts 10^6 bytes (uncompressed bytes for the codecs). speedup is the row's MB/s\n"
+        "divided by the MB/s of the row named in `vs` (randread: pread, except pool, which is\n"
+        "compared with open_read_close; buffered: raw; codecs: memcpy). Targets: randread mmap\n"
+        "at least 1.3x pread, pool at least 10x open_read_close.\n"
+        "\n"
         "Every result is checked; a wrong one is reported and the exit status is 1.\n"
         "Bad arguments exit with status 2.\n",
-        FIB_N, SPAWN_TASKS, BENCH_TREE_NODES, SUM_ELEMENTS, IDLE_SECONDS);
+        FIB_N, SPAWN_TASKS, BENCH_TREE_NODES, SUM_ELEMENTS, IDLE_SECONDS, VFS_CODEC_MIB,
+        VFS_SEQ_MIB, VFS_RAND_OPS, VFS_RAND_MIB, VFS_CODEC_MIB);
 }
 
 static int bad_args(const char *fmt, const char *what)
@@ -419,6 +456,274 @@ static int bench_sched(int argc, char **argv)
     return failed;
 }
 
+/* ---- vfs ------------------------------------------------------------------------------------ */
+
+enum vfs_bench { V_MEMCPY, V_SEQWRITE, V_SEQREAD, V_RANDREAD, V_COMPRESS, V_DECOMPRESS, V_COUNT };
+
+static const char *const vfs_bench_names[V_COUNT] = {"memcpy",   "seqwrite", "seqread",
+                                                     "randread", "compress", "decompress"};
+
+/* The rows in the order they run; `vs` names the row of the same bench (or memcpy) that the
+ * speedup divides by. */
+typedef struct vfs_row_spec {
+    int bench;
+    const char *impl;
+    const char *vs;
+} vfs_row_spec;
+
+static const vfs_row_spec vfs_rows[] = {
+    {V_MEMCPY, "memcpy", NULL},
+    {V_SEQWRITE, "raw", NULL},
+    {V_SEQWRITE, "buffered", "raw"},
+    {V_SEQREAD, "raw", NULL},
+    {V_SEQREAD, "buffered", "raw"},
+    {V_RANDREAD, "pread", NULL},
+    {V_RANDREAD, "mmap", "pread"},
+    {V_RANDREAD, "uring", "pread"},
+    {V_RANDREAD, "open_read_close", "pread"},
+    {V_RANDREAD, "pool", "open_read_close"},
+    {V_COMPRESS, "zstd", "memcpy"},
+    {V_COMPRESS, "lz4", "memcpy"},
+    {V_COMPRESS, "gzip", "memcpy"},
+    {V_DECOMPRESS, "zstd", "memcpy"},
+    {V_DECOMPRESS, "lz4", "memcpy"},
+    {V_DECOMPRESS, "gzip", "memcpy"},
+};
+#define VFS_ROW_COUNT ((int)(sizeof(vfs_rows) / sizeof(vfs_rows[0])))
+
+static const char *const vfs_impl_names[] = {
+    "raw", "buffered", "pread", "mmap", "uring", "open_read_close", "pool", "zstd", "lz4", "gzip"};
+#define VFS_IMPL_COUNT ((int)(sizeof(vfs_impl_names) / sizeof(vfs_impl_names[0])))
+
+typedef struct vfs_options {
+    int json;
+    int reps;
+    const char *dir;
+    int bench_on[V_COUNT];
+    int impl_on[VFS_IMPL_COUNT];
+} vfs_options;
+
+static int vfs_impl_index(const char *name)
+{
+    for (int m = 0; m < VFS_IMPL_COUNT; m++)
+        if (!strcmp(vfs_impl_names[m], name)) return m;
+    return -1;
+}
+
+static int parse_vfs_args(int argc, char **argv, vfs_options *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->reps = 3;
+    const char *tmp = getenv("TMPDIR");
+    o->dir = tmp && *tmp ? tmp : "/tmp";
+    for (int b = 0; b < V_COUNT; b++)
+        o->bench_on[b] = 1;
+    for (int m = 0; m < VFS_IMPL_COUNT; m++)
+        o->impl_on[m] = 1;
+
+    for (int i = 0; i < argc; i++) {
+        char *arg = argv[i];
+        if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
+            usage(stdout);
+            exit(0);
+        }
+        if (!strcmp(arg, "--json")) {
+            o->json = 1;
+            continue;
+        }
+        char *value = NULL;
+        char *eq = strchr(arg, '=');
+        if (eq && !strncmp(arg, "--", 2)) {
+            *eq = '\0';
+            value = eq + 1;
+        }
+        int takes_value = !strcmp(arg, "--reps") || !strcmp(arg, "--only") ||
+                          !strcmp(arg, "--impl") || !strcmp(arg, "--dir");
+        if (!takes_value) return bad_args("vfs: unknown option '%s'", arg);
+        if (!value) {
+            if (i + 1 >= argc) return bad_args("vfs: option '%s' needs a value", arg);
+            value = argv[++i];
+        }
+        if (!strcmp(arg, "--dir")) {
+            if (!*value) return bad_args("vfs: --dir wants a directory%s", "");
+            o->dir = value;
+            continue;
+        }
+        char copy[1024];
+        snprintf(copy, sizeof(copy), "%s", value);
+        char *items[64];
+        int n = split_list(copy, items, 64);
+        if (n < 0) return bad_args("vfs: bad list '%s'", value);
+        if (!strcmp(arg, "--reps")) {
+            if (n != 1 || parse_int(items[0], 1, 1000, &o->reps))
+                return bad_args("vfs: --reps wants a number from 1 to 1000, not '%s'", value);
+        } else if (!strcmp(arg, "--only")) {
+            memset(o->bench_on, 0, sizeof(o->bench_on));
+            for (int k = 0; k < n; k++) {
+                int b = 0;
+                while (b < V_COUNT && strcmp(items[k], vfs_bench_names[b]))
+                    b++;
+                if (b == V_COUNT)
+                    return bad_args("vfs: unknown workload '%s' (memcpy, seqwrite, seqread, "
+                                    "randread, compress, decompress)",
+                                    items[k]);
+                o->bench_on[b] = 1;
+            }
+        } else {
+            memset(o->impl_on, 0, sizeof(o->impl_on));
+            for (int k = 0; k < n; k++) {
+                int m = vfs_impl_index(items[k]);
+                if (m < 0)
+                    return bad_args("vfs: unknown impl '%s' (raw, buffered, pread, mmap, uring, "
+                                    "open_read_close, pool, zstd, lz4, gzip)",
+                                    items[k]);
+                o->impl_on[m] = 1;
+            }
+        }
+    }
+    return 0;
+}
+
+typedef struct vfs_row {
+    const char *bench;
+    const char *impl;
+    bench_vfs_result res;
+    double mb_per_sec;
+    double ops_per_sec;
+    double speedup; /* < 0: no row to compare with */
+    const char *vs;
+} vfs_row;
+
+static void print_vfs_header(const vfs_options *o, const bench_vfs *v)
+{
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    printf("marble-bench vfs: %ld CPUs, files in %s (%s), best of %d runs after 1 warm-up\n", ncpu,
+           bench_vfs_dir(v), bench_vfs_fs_type(v), o->reps);
+    printf("seq: a %d MiB file in 4 KiB calls, writes without fsync, reads with the page cache "
+           "warm (just written);\n",
+           VFS_SEQ_MIB);
+    printf("randread: %u random 4 KiB-aligned reads of a cached %d MiB file; codecs: %d MiB of "
+           "text-like data on mem://\n",
+           VFS_RAND_OPS, VFS_RAND_MIB, VFS_CODEC_MIB);
+    printf("MB/s: 10^6 bytes per second; speedup: the row's MB/s / the `vs` row's\n\n");
+    printf("%-10s %-15s %10s %10s %12s %8s %-15s %s\n", "bench", "impl", "seconds", "MB/s", "ops/s",
+           "speedup", "vs", "note");
+    fflush(stdout);
+}
+
+static void print_vfs_row(const vfs_options *o, const vfs_row *r)
+{
+    if (o->json) {
+        printf("{\"bench\":\"%s\",\"impl\":\"%s\",\"seconds\":%.9g,\"bytes\":%llu,\"ops\":%llu,"
+               "\"mb_per_sec\":%.6g,\"ops_per_sec\":%.6g,",
+               r->bench, r->impl, r->res.seconds, (unsigned long long)r->res.bytes,
+               (unsigned long long)r->res.ops, r->mb_per_sec, r->ops_per_sec);
+        if (r->speedup >= 0.0)
+            printf("\"speedup\":%.6g,\"vs\":\"%s\",", r->speedup, r->vs);
+        else
+            printf("\"speedup\":null,\"vs\":null,");
+        printf("\"note\":\"%s\",\"reps\":%d}\n", r->res.note, o->reps);
+    } else {
+        char ratio[32] = "-";
+        if (r->speedup >= 0.0) snprintf(ratio, sizeof(ratio), "%.2f", r->speedup);
+        printf("%-10s %-15s %10.6f %10.1f %12.0f %8s %-15s %s\n", r->bench, r->impl, r->res.seconds,
+               r->mb_per_sec, r->ops_per_sec, ratio, r->speedup >= 0.0 ? r->vs : "-", r->res.note);
+    }
+    fflush(stdout);
+}
+
+static int run_vfs_row(const vfs_options *o, bench_vfs *v, const vfs_row_spec *spec, vfs_row *r)
+{
+    memset(r, 0, sizeof(*r));
+    r->bench = vfs_bench_names[spec->bench];
+    r->impl = spec->impl;
+    r->speedup = -1.0;
+    int buffered = !strcmp(spec->impl, "buffered");
+    switch (spec->bench) {
+    case V_MEMCPY:
+        return bench_vfs_memcpy(v, o->reps, &r->res);
+    case V_SEQWRITE:
+        return bench_vfs_seqwrite(v, buffered, o->reps, &r->res);
+    case V_SEQREAD:
+        return bench_vfs_seqread(v, buffered, o->reps, &r->res);
+    case V_RANDREAD:
+        return bench_vfs_randread(v, spec->impl, o->reps, &r->res);
+    case V_COMPRESS:
+        return bench_vfs_codec(v, spec->impl, 0, o->reps, &r->res);
+    default:
+        return bench_vfs_codec(v, spec->impl, 1, o->reps, &r->res);
+    }
+}
+
+/* The measured row that `r` compares with, or NULL. */
+static const vfs_row *vfs_baseline(const vfs_row *rows, const int *done, const vfs_row_spec *spec)
+{
+    if (!spec->vs) return NULL;
+    int bench = !strcmp(spec->vs, "memcpy") ? V_MEMCPY : spec->bench;
+    for (int k = 0; k < VFS_ROW_COUNT; k++)
+        if (done[k] && vfs_rows[k].bench == bench && !strcmp(vfs_rows[k].impl, spec->vs))
+            return &rows[k];
+    return NULL;
+}
+
+static void print_vfs_targets(const vfs_row *rows, const int *done)
+{
+    static const struct {
+        const char *impl, *vs;
+        double target;
+    } targets[] = {{"mmap", "pread", 1.3}, {"pool", "open_read_close", 10.0}};
+    for (int t = 0; t < 2; t++) {
+        for (int k = 0; k < VFS_ROW_COUNT; k++) {
+            if (!done[k] || vfs_rows[k].bench != V_RANDREAD ||
+                strcmp(vfs_rows[k].impl, targets[t].impl) || rows[k].speedup < 0.0)
+                continue;
+            printf("%srandread %s: %.2fx %s (target: at least %.1fx: %s)\n", t ? "" : "\n",
+                   targets[t].impl, rows[k].speedup, targets[t].vs, targets[t].target,
+                   rows[k].speedup >= targets[t].target ? "met" : "NOT met");
+        }
+    }
+}
+
+static int bench_vfs_area(int argc, char **argv)
+{
+    vfs_options o;
+    int rc = parse_vfs_args(argc, argv, &o);
+    if (rc) return rc;
+    bench_vfs_config cfg = {o.dir, (size_t)VFS_SEQ_MIB << 20, (size_t)VFS_RAND_MIB << 20,
+                            VFS_RAND_OPS, (size_t)VFS_CODEC_MIB << 20};
+    bench_vfs *v = NULL;
+    if (bench_vfs_create(&cfg, &v)) return 1;
+    if (!o.json) print_vfs_header(&o, v);
+
+    vfs_row rows[VFS_ROW_COUNT];
+    int done[VFS_ROW_COUNT] = {0};
+    int failed = 0;
+    for (int k = 0; k < VFS_ROW_COUNT; k++) {
+        const vfs_row_spec *spec = &vfs_rows[k];
+        if (!o.bench_on[spec->bench]) continue;
+        if (spec->bench != V_MEMCPY && !o.impl_on[vfs_impl_index(spec->impl)]) continue;
+        if (run_vfs_row(&o, v, spec, &rows[k])) {
+            failed = 1;
+            continue;
+        }
+        vfs_row *r = &rows[k];
+        if (r->res.seconds > 0.0) {
+            r->mb_per_sec = (double)r->res.bytes / r->res.seconds / 1e6;
+            r->ops_per_sec = (double)r->res.ops / r->res.seconds;
+        }
+        const vfs_row *base = vfs_baseline(rows, done, spec);
+        if (base && base->mb_per_sec > 0.0) {
+            r->speedup = r->mb_per_sec / base->mb_per_sec;
+            r->vs = spec->vs;
+        }
+        done[k] = 1;
+        print_vfs_row(&o, r);
+    }
+    if (!o.json) print_vfs_targets(rows, done);
+    bench_vfs_destroy(v);
+    return failed;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -430,7 +735,9 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(argv[1], "sched")) return bench_sched(argc - 2, argv + 2);
-    fprintf(stderr, "marble-bench: unknown area '%s' (known: sched; see marble-bench --help)\n",
+    if (!strcmp(argv[1], "vfs")) return bench_vfs_area(argc - 2, argv + 2);
+    fprintf(stderr,
+            "marble-bench: unknown area '%s' (known: sched, vfs; see marble-bench --help)\n",
             argv[1]);
     return 2;
 }

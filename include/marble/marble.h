@@ -7,5 +7,6 @@
 #include "marble/base.h"
 #include "marble/sched.h"
 #include "marble/vfs.h"
+#include "marble/arrow.h"
 
 #endif

@@ -14,7 +14,8 @@
  * ever grow at the end; `version` says how long they are.
  *
  * URIs: "/abs/path", "rel/path" and "file:///abs/path" go to the backend registered as "file";
- * "mem://name/with/slashes" to "mem"; "SCHEME://rest" to the backend registered as SCHEME, which
+ * "mem://dir/name" to "mem" (directories there behave as on disk: a file's parent must exist, see
+ * marble_fs_mkdir); "SCHEME://rest" to the backend registered as SCHEME, which
  * receives "rest" (for file:// the absolute path) as its path. An empty URI, or an unknown
  * scheme, is MARBLE_ERR_INVALID_ARGUMENT with a message naming it (and, for a scheme, the
  * registered ones).
@@ -366,17 +367,22 @@ typedef struct marble_aio_req {
     size_t nread;
 } marble_aio_req;
 
-/* Called once per request as it completes, from an I/O thread or a worker. */
+/* Called once per request as it completes. It may run on several threads at once (the io_uring
+ * completion thread, scheduler workers, or inside marble_aio_submit when a request fails at
+ * once) and must not call marble_aio_wait. */
 typedef void (*marble_aio_cb)(void *ud, marble_aio_req *req);
 
 MARBLE_API int marble_aio_create(const marble_aio_options *opts, marble_aio **out,
                                  marble_error *err);
-/* Waits for every batch in flight, then frees. Accepts NULL. */
+/* Waits for every batch in flight, then frees (batches nobody waited for are freed too; their
+ * handles become invalid). Must not overlap submit or wait. Accepts NULL. */
 MARBLE_API void marble_aio_destroy(marble_aio *aio);
 /* The backend in use: MARBLE_AIO_URING or MARBLE_AIO_THREADS. */
 MARBLE_API marble_aio_backend marble_aio_get_backend(const marble_aio *aio);
-/* Submits n reads at once. `cb` (may be NULL) is called per request. The requests and buffers
- * must stay valid until the batch is waited for. */
+/* Submits n reads at once. `cb` (may be NULL) is called per request. The requests, buffers and
+ * files must stay valid (open) until the batch is waited for; buf may be NULL when len is 0.
+ * Argument errors reject the whole batch (no callbacks). Reads through io_uring bypass
+ * marble_file_read, so they are not counted in marble_fs_get_stats. */
 MARBLE_API int marble_aio_submit(marble_aio *aio, marble_aio_req *reqs, size_t n, marble_aio_cb cb,
                                  void *ud, marble_aio_batch **out, marble_error *err);
 /* Waits until every request of the batch completed and frees the batch. Returns MARBLE_OK or

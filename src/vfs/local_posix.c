@@ -219,9 +219,8 @@ static int local_open(marble_vfs *v, const char *path, int flags, marble_file **
     if (flags & MARBLE_OPEN_DIRECT) oflags |= O_DIRECT;
 #endif
     struct stat st;
-    int existed = stat(path, &st) == 0;
-    if (existed && S_ISDIR(st.st_mode))
-        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "open %s: is a directory", path);
+    /* Only a create needs to know whether the entry existed (to make a new one durable). */
+    int existed = !(flags & MARBLE_OPEN_CREATE) || stat(path, &st) == 0;
     int fd;
     while ((fd = open(path, oflags, 0644)) < 0)
         if (errno != EINTR) return marble__vfs_os_error(err, errno, "open", path);

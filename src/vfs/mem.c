@@ -190,7 +190,7 @@ static int mem_read(marble_file *f, uint64_t off, void *buf, size_t n, size_t *n
     size_t got = 0;
     if (off < d->size) {
         got = d->size - (size_t)off < n ? d->size - (size_t)off : n;
-        memcpy(buf, d->buf + off, got);
+        if (got) memcpy(buf, d->buf + off, got);
     }
     pthread_rwlock_unlock(&d->lock);
     *nread = got;
