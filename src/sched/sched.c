@@ -70,6 +70,12 @@ typedef struct task {
     _Atomic uint32_t block_state;
 } task;
 
+/* A FIFO of tasks under s->inj_mu; `count` may be read without it as a hint. */
+typedef struct task_list {
+    task *head, *tail;
+    _Atomic int64_t count;
+} task_list;
+
 typedef struct task_cache {
     task *head;
     int n;
@@ -136,10 +142,8 @@ struct marble_sched {
     pthread_cond_t cv;
 
     pthread_mutex_t inj_mu;
-    task *inj_head, *inj_tail;
-    _Atomic int64_t inj_count;
-    task *y_head, *y_tail; /* yielded tasks: behind every other queue */
-    _Atomic int64_t y_count;
+    task_list inj;     /* the injection queue */
+    task_list yielded; /* yielded tasks: behind every other queue */
     task_cache ext_cache;
     _Atomic uint64_t injected;
     _Atomic uint64_t ext_skipped;
@@ -306,8 +310,8 @@ static void notify(marble_sched *s)
 
 static bool visible_work(marble_sched *s)
 {
-    if (atomic_load_explicit(&s->inj_count, memory_order_relaxed) > 0) return true;
-    if (atomic_load_explicit(&s->y_count, memory_order_relaxed) > 0) return true;
+    if (atomic_load_explicit(&s->inj.count, memory_order_relaxed) > 0) return true;
+    if (atomic_load_explicit(&s->yielded.count, memory_order_relaxed) > 0) return true;
     int n = atomic_load_explicit(&s->nslots, memory_order_acquire);
     for (int i = 0; i < n; i++)
         if (marble__deque_size(&s->workers[i]->dq) > 0) return true;
@@ -328,63 +332,56 @@ static void sweep_if_joined(marble_sched *s, token_slot *k);
 static void live_add(marble_sched *s);
 static void live_remove(marble_sched *s);
 
-/* Appends a chain (first..last, n tasks) to the injection queue. Caller holds inj_mu. */
-static void inj_append_locked(marble_sched *s, task *first, task *last, int64_t n)
+/* Appends one task. Caller holds inj_mu. */
+static void list_append_locked(task_list *l, task *t)
 {
-    last->next = NULL;
-    if (s->inj_tail)
-        s->inj_tail->next = first;
+    t->next = NULL;
+    if (l->tail)
+        l->tail->next = t;
     else
-        s->inj_head = first;
-    s->inj_tail = last;
-    atomic_fetch_add_explicit(&s->inj_count, n, memory_order_relaxed);
+        l->head = t;
+    l->tail = t;
+    atomic_fetch_add_explicit(&l->count, 1, memory_order_relaxed);
 }
 
-/* Queues a task from a thread that may not be a worker (yield, resume, retiring worker). */
+/* Removes the first task, or returns NULL. Caller holds inj_mu. */
+static task *list_pop_locked(task_list *l)
+{
+    task *t = l->head;
+    if (t) {
+        l->head = t->next;
+        if (!l->head) l->tail = NULL;
+        atomic_fetch_sub_explicit(&l->count, 1, memory_order_relaxed);
+    }
+    return t;
+}
+
+/* Queues a task on `l` from any thread (resumed, yielded, or handed over by a retiring worker),
+ * or skips it when the workers are gone. */
+static void enqueue(marble_sched *s, task_list *l, task *t)
+{
+    pthread_mutex_lock(&s->inj_mu);
+    if (s->joined) {
+        pthread_mutex_unlock(&s->inj_mu);
+        skip_task(s, NULL, t);
+        return;
+    }
+    list_append_locked(l, t);
+    pthread_mutex_unlock(&s->inj_mu);
+    notify(s);
+}
+
 static void inject(marble_sched *s, task *t)
 {
-    pthread_mutex_lock(&s->inj_mu);
-    if (s->joined) {
-        pthread_mutex_unlock(&s->inj_mu);
-        skip_task(s, NULL, t);
-        return;
-    }
-    inj_append_locked(s, t, t, 1);
-    pthread_mutex_unlock(&s->inj_mu);
-    notify(s);
-}
-
-/* Queues a task that returned MARBLE_TASK_YIELD behind everything else that is queued. */
-static void requeue_yielded(marble_sched *s, task *t)
-{
-    pthread_mutex_lock(&s->inj_mu);
-    if (s->joined) {
-        pthread_mutex_unlock(&s->inj_mu);
-        skip_task(s, NULL, t);
-        return;
-    }
-    t->next = NULL;
-    if (s->y_tail)
-        s->y_tail->next = t;
-    else
-        s->y_head = t;
-    s->y_tail = t;
-    atomic_fetch_add_explicit(&s->y_count, 1, memory_order_relaxed);
-    pthread_mutex_unlock(&s->inj_mu);
-    notify(s);
+    enqueue(s, &s->inj, t);
 }
 
 static task *take_yielded(worker *w)
 {
     marble_sched *s = w->s;
-    if (atomic_load_explicit(&s->y_count, memory_order_relaxed) == 0) return NULL;
+    if (atomic_load_explicit(&s->yielded.count, memory_order_relaxed) == 0) return NULL;
     pthread_mutex_lock(&s->inj_mu);
-    task *t = s->y_head;
-    if (t) {
-        s->y_head = t->next;
-        if (!s->y_head) s->y_tail = NULL;
-        atomic_fetch_sub_explicit(&s->y_count, 1, memory_order_relaxed);
-    }
+    task *t = list_pop_locked(&s->yielded);
     pthread_mutex_unlock(&s->inj_mu);
     return t;
 }
@@ -407,19 +404,15 @@ static task *keep_batch(worker *w, task **batch, int n)
 static task *take_injected(worker *w)
 {
     marble_sched *s = w->s;
-    if (atomic_load_explicit(&s->inj_count, memory_order_relaxed) == 0) return NULL;
+    if (atomic_load_explicit(&s->inj.count, memory_order_relaxed) == 0) return NULL;
     task *batch[STEAL_BATCH];
     int n = 0;
     pthread_mutex_lock(&s->inj_mu);
-    int64_t avail = atomic_load_explicit(&s->inj_count, memory_order_relaxed);
+    int64_t avail = atomic_load_explicit(&s->inj.count, memory_order_relaxed);
     int64_t want = avail / atomic_load_explicit(&s->target, memory_order_relaxed) + 1;
     if (want > STEAL_BATCH) want = STEAL_BATCH;
-    while (n < want && s->inj_head) {
-        batch[n++] = s->inj_head;
-        s->inj_head = s->inj_head->next;
-    }
-    if (!s->inj_head) s->inj_tail = NULL;
-    atomic_fetch_sub_explicit(&s->inj_count, n, memory_order_relaxed);
+    task *t;
+    while (n < want && (t = list_pop_locked(&s->inj))) batch[n++] = t;
     pthread_mutex_unlock(&s->inj_mu);
     if (n == 0) return NULL;
     return keep_batch(w, batch, n);
@@ -594,7 +587,7 @@ static void run_task(worker *w, task *t)
         complete_task(w, g);
         return;
     case MARBLE_TASK_YIELD:
-        requeue_yielded(s, t);
+        enqueue(s, &s->yielded, t);
         return;
     case MARBLE_TASK_BLOCKED:
         if (ctx.blocked) {
@@ -958,21 +951,12 @@ int marble_sched_shutdown(marble_sched *s, marble_shutdown_mode mode, marble_err
     pthread_mutex_lock(&s->inj_mu);
     s->joined = true;
     atomic_store(&s->joined_flag, 1);
-    task *left = s->inj_head;
-    s->inj_head = s->inj_tail = NULL;
-    atomic_store(&s->inj_count, 0);
-    if (s->y_head) {
-        s->y_tail->next = left;
-        left = s->y_head;
-        s->y_head = s->y_tail = NULL;
-        atomic_store(&s->y_count, 0);
-    }
+    task_list left = {NULL, NULL, 0};
+    task *t;
+    while ((t = list_pop_locked(&s->inj)) || (t = list_pop_locked(&s->yielded)))
+        list_append_locked(&left, t);
     pthread_mutex_unlock(&s->inj_mu);
-    while (left) {
-        task *next = left->next;
-        skip_task(s, NULL, left);
-        left = next;
-    }
+    while ((t = list_pop_locked(&left))) skip_task(s, NULL, t);
     for (token_slot *k = atomic_load(&s->tokens); k; k = k->next) {
         void *batch[STEAL_BATCH];
         int got;
@@ -1111,7 +1095,7 @@ int marble_group_spawn(marble_group *g, marble_task_fn fn, void *arg)
         return rc;
     }
     task_fill(t, gi, fn, arg);
-    inj_append_locked(s, t, t, 1);
+    list_append_locked(&s->inj, t);
     atomic_fetch_add_explicit(&s->injected, 1, memory_order_relaxed);
     pthread_mutex_unlock(&s->inj_mu);
     notify(s);

@@ -570,17 +570,6 @@ static int node_at(fault_vfs *fv, const char *path, const marble_stat *st, int e
     return MARBLE_OK;
 }
 
-/* The directory of a path as fs.c names it ("a/b" -> "a", "/x" -> "/", "x" -> "."), into buf. */
-static void dir_of(const char *path, char *buf, size_t cap)
-{
-    const char *slash = strrchr(path, '/');
-    if (!slash)
-        snprintf(buf, cap, ".");
-    else if (slash == path)
-        snprintf(buf, cap, "/");
-    else
-        snprintf(buf, cap, "%.*s", (int)(slash - path), path);
-}
 
 static void dir_normalize(const char *in, char *buf, size_t cap)
 {
@@ -973,7 +962,7 @@ static int fault_sync_dir(marble_vfs *v, const char *path, marble_error *err)
         dir_normalize(path, want, sizeof want);
         for (dent *d = fv->dents, *next; d; d = next) {
             next = d->next;
-            dir_of(d->path, dir, sizeof dir);
+            marble__vfs_parent(d->path, dir, sizeof dir);
             if (!strcmp(dir, want)) dent_free(fv, d);
         }
         nodes_gc(fv);

@@ -400,8 +400,7 @@ int marble_fs_list(marble_fs *fs, const char *dir_uri, marble_dirent_fn fn, void
     return v->list(v, path, fn, ud, err);
 }
 
-/* The directory part of a backend path ("a/b/c" -> "a/b", "/x" -> "/", "x" -> "."). */
-static void parent_of(const char *path, char *out, size_t cap)
+void marble__vfs_parent(const char *path, char *out, size_t cap)
 {
     const char *slash = strrchr(path, '/');
     if (!slash)
@@ -462,7 +461,7 @@ static int sync_parent(marble_vfs *v, const char *path, marble_error *err)
 {
     if (!(v->caps & MARBLE_CAP_SYNC_DIR)) return MARBLE_OK;
     char dir[4096];
-    parent_of(path, dir, sizeof dir);
+    marble__vfs_parent(path, dir, sizeof dir);
     return v->sync_dir(v, dir, err);
 }
 
@@ -482,8 +481,8 @@ int marble_fs_rename(marble_fs *fs, const char *from, const char *to, int durabl
     count(&fs->syncs, 1);
     MARBLE_RETURN_NOT_OK(sync_parent(v1, p2, err));
     char d1[4096], d2[4096];
-    parent_of(p1, d1, sizeof d1);
-    parent_of(p2, d2, sizeof d2);
+    marble__vfs_parent(p1, d1, sizeof d1);
+    marble__vfs_parent(p2, d2, sizeof d2);
     if (strcmp(d1, d2) != 0) MARBLE_RETURN_NOT_OK(sync_parent(v1, p1, err));
     return MARBLE_OK;
 }

@@ -189,17 +189,6 @@ static int sync_dir_path(const char *dir, marble_error *err)
     return rc;
 }
 
-static void dir_of(const char *path, char *out, size_t cap)
-{
-    const char *slash = strrchr(path, '/');
-    if (!slash)
-        snprintf(out, cap, ".");
-    else if (slash == path)
-        snprintf(out, cap, "/");
-    else
-        snprintf(out, cap, "%.*s", (int)(slash - path), path);
-}
-
 static int local_open(marble_vfs *v, const char *path, int flags, marble_file **out,
                       marble_error *err)
 {
@@ -245,7 +234,7 @@ static int local_open(marble_vfs *v, const char *path, int flags, marble_file **
     if (!existed && (flags & MARBLE_OPEN_CREATE)) {
         /* A durable create: the new directory entry survives a power cut once open returns. */
         char dir[PATH_MAX];
-        dir_of(path, dir, sizeof dir);
+        marble__vfs_parent(path, dir, sizeof dir);
         int rc = sync_dir_path(dir, err);
         if (rc != MARBLE_OK) {
             local_close(&lf->base, NULL);

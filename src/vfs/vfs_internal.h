@@ -15,4 +15,7 @@ int marble__vfs_errno_code(int os_errno);
  * with a message naming `what` and the backend. */
 int marble__vfs_unsupported(marble_error *err, const char *what, const char *backend);
 
+/* The directory part of a backend path, into out: "a/b/c" -> "a/b", "/x" -> "/", "x" -> ".". */
+void marble__vfs_parent(const char *path, char *out, size_t cap);
+
 #endif
