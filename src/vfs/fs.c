@@ -262,8 +262,9 @@ int marble_fs_destroy(marble_fs *fs, marble_error *err)
         marble_mapping *m = fs->maps;
         pthread_mutex_unlock(&fs->mu);
         if (!m) break;
-        marble_log(MARBLE_LOG_WARN, "vfs", "mapping still held at close: %s", m->what);
-        if (!first[0]) snprintf(first, sizeof first, "mapping %s", m->what);
+        const char *what = m->what ? m->what : "(unnamed)";
+        marble_log(MARBLE_LOG_WARN, "vfs", "mapping still held at close: %s", what);
+        if (!first[0]) snprintf(first, sizeof first, "mapping %s", what);
         leaked_maps++;
         atomic_store(&m->refs, 1);
         marble_mapping_release(m);
@@ -383,9 +384,15 @@ int marble_fs_stat(marble_fs *fs, const char *uri, marble_stat *out, marble_erro
 int marble_fs_exists(marble_fs *fs, const char *uri, int *exists, marble_error *err)
 {
     marble_error e;
-    int rc = marble_fs_stat(fs, uri, NULL, &e);
+    marble_vfs *v;
+    const char *path;
+    MARBLE_RETURN_NOT_OK(marble_fs_resolve(fs, uri, &v, &path, err));
+    marble_stat st;
+    int rc = v->stat(v, path, &st, &e);
     if (exists) *exists = rc == MARBLE_OK;
-    if (rc == MARBLE_OK || rc == MARBLE_ERR_NOT_FOUND) return MARBLE_OK;
+    /* A path under a regular file (ENOTDIR) does not exist either. */
+    if (rc == MARBLE_OK || rc == MARBLE_ERR_NOT_FOUND || rc == MARBLE_ERR_INVALID_ARGUMENT)
+        return MARBLE_OK;
     if (err) *err = e;
     return rc;
 }
@@ -880,9 +887,11 @@ int marble_file_map(marble_file *f, uint64_t off, size_t len, marble_mapping **o
     CHECK_FILE(f, "map");
     if (!out) return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "map %s: out is NULL", marble_file_uri(f));
     *out = NULL;
+    /* Bounds first: a memory map past the end of a file faults (SIGBUS) when read. */
+    uint64_t size = 0;
+    int sized = (f->caps & MARBLE_CAP_RANDOM_READ) && f->methods->size(f, &size, NULL) == MARBLE_OK;
     if (len == 0) {
-        uint64_t size;
-        MARBLE_RETURN_NOT_OK(marble_file_size(f, &size, err));
+        if (!sized) MARBLE_RETURN_NOT_OK(marble_file_size(f, &size, err));
         if (off > size)
             return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
                                     "map %s: offset %llu is past the end (%llu bytes)",
@@ -890,6 +899,12 @@ int marble_file_map(marble_file *f, uint64_t off, size_t len, marble_mapping **o
                                     (unsigned long long)size);
         if (size - off > SIZE_MAX) return marble_error_set(err, MARBLE_ERR_LIMIT, "map %s: too large", marble_file_uri(f));
         len = (size_t)(size - off);
+    } else if (sized && (off > size || len > size - off)) {
+        return marble_error_set(err, MARBLE_ERR_CORRUPTION,
+                                "short read of %s: mapping %zu bytes at offset %llu, but the file "
+                                "has %llu",
+                                marble_file_uri(f), len, (unsigned long long)off,
+                                (unsigned long long)size);
     }
     marble_mapping *m = calloc(1, sizeof *m);
     if (!m) return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "map %s", marble_file_uri(f));

@@ -119,7 +119,9 @@ static int local_size(marble_file *f, uint64_t *out, marble_error *err)
 static int local_sync(marble_file *f, int flags, marble_error *err)
 {
     local_file *lf = (local_file *)f;
-    int rc = flags == MARBLE_SYNC_DATA ? fdatasync(lf->fd) : fsync(lf->fd);
+    int rc;
+    while ((rc = flags == MARBLE_SYNC_DATA ? fdatasync(lf->fd) : fsync(lf->fd)) != 0 && errno == EINTR) {
+    }
     if (rc != 0) return marble__vfs_os_error(err, errno, "sync", lf->path);
     return MARBLE_OK;
 }
@@ -263,19 +265,23 @@ static int local_list(marble_vfs *v, const char *dir, marble_dirent_fn fn, void 
     DIR *d = opendir(dir);
     if (!d) return marble__vfs_os_error(err, errno, "list", dir);
     int dfd = dirfd(d);
-    struct dirent *e;
-    errno = 0;
-    while ((e = readdir(d)) != NULL) {
+    int rc = MARBLE_OK;
+    for (;;) {
+        errno = 0;
+        struct dirent *e = readdir(d);
+        if (!e) {
+            if (errno) rc = marble__vfs_os_error(err, errno, "list", dir);
+            break;
+        }
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
         int is_dir = e->d_type == DT_DIR;
-        if (e->d_type == DT_UNKNOWN || e->d_type == DT_LNK) {
+        if (e->d_type == DT_UNKNOWN) {
             struct stat st;
-            is_dir = fstatat(dfd, e->d_name, &st, 0) == 0 && S_ISDIR(st.st_mode);
+            is_dir = fstatat(dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
         }
+        /* A symbolic link is listed as a file: glob's '**' does not follow links (no loops). */
         if (fn(ud, e->d_name, is_dir)) break;
-        errno = 0;
     }
-    int rc = errno ? marble__vfs_os_error(err, errno, "list", dir) : MARBLE_OK;
     closedir(d);
     return rc;
 }

@@ -272,3 +272,72 @@ TEST(direct_io_and_large_offsets)
     ASSERT_OK(marble_file_close(f, NULL));
     close_fs(fs);
 }
+
+/* ---- regressions ----------------------------------------------------------------------------- */
+
+static void map_past_end(marble_fs *fs, const char *uri)
+{
+    marble_file *f;
+    marble_mapping *m = NULL;
+    marble_error err;
+    ASSERT_OK(marble_fs_write_all(fs, uri, "0123456789", 10, 0, NULL));
+    ASSERT_OK(marble_fs_open(fs, uri, MARBLE_OPEN_READ, &f, NULL));
+    /* A map past the end would fault (SIGBUS) when read: it must be refused up front. */
+    ASSERT_EQ_INT(marble_file_map(f, 0, 8192, &m, &err), MARBLE_ERR_CORRUPTION);
+    ASSERT_CONTAINS(err.message, "short read");
+    ASSERT_NULL(m);
+    ASSERT_EQ_INT(marble_file_map(f, 11, 1, &m, &err), MARBLE_ERR_CORRUPTION);
+    ASSERT_EQ_INT(marble_file_map(f, 11, 0, &m, &err), MARBLE_ERR_INVALID_ARGUMENT);
+    ASSERT_OK(marble_file_map(f, 4, 6, &m, NULL));
+    ASSERT_TRUE(!memcmp(marble_mapping_data(m), "456789", 6));
+    marble_mapping_release(m);
+    ASSERT_OK(marble_file_close(f, NULL));
+}
+
+TEST(map_past_the_end_is_an_error_not_a_crash)
+{
+    marble_fs *fs = new_fs();
+    char p[1024];
+    snprintf(p, sizeof p, "%s/short", marble_test_tmpdir());
+    map_past_end(fs, p);
+    map_past_end(fs, "mem://short");
+    close_fs(fs);
+}
+
+static int stop_at_once(void *ud, const char *name, int is_dir)
+{
+    (void)name;
+    (void)is_dir;
+    errno = ENOENT; /* a callback may leave errno set; list must not mistake it for a failure */
+    ++*(int *)ud;
+    return 1;
+}
+
+TEST(list_stop_early_symlinks_and_exists_under_a_file)
+{
+    marble_fs *fs = new_fs();
+    char d[1024], p[1100];
+    snprintf(d, sizeof d, "%s/ls", marble_test_tmpdir());
+    ASSERT_OK(marble_fs_mkdir(fs, d, 1, NULL));
+    snprintf(p, sizeof p, "%s/dangling", d);
+    ASSERT_OK(symlink("/nonexistent/target", p));
+    snprintf(p, sizeof p, "%s/loop", d);
+    ASSERT_OK(symlink(".", p)); /* a directory link to itself */
+    snprintf(p, sizeof p, "%s/file", d);
+    ASSERT_OK(marble_fs_write_all(fs, p, "x", 1, 0, NULL));
+    int calls = 0;
+    marble_error err;
+    ASSERT_OK(marble_fs_list(fs, d, stop_at_once, &calls, &err));
+    ASSERT_EQ_INT(calls, 1);
+    /* '**' does not follow the self-referential link. */
+    globbed g;
+    ASSERT_EQ_STR(glob_of(fs, d, "**/file", &g), "file");
+    /* A path below a regular file does not exist (ENOTDIR), it is not an error. */
+    snprintf(p, sizeof p, "%s/file/below", d);
+    int exists = -1;
+    ASSERT_OK(marble_fs_exists(fs, p, &exists, &err));
+    ASSERT_EQ_INT(exists, 0);
+    ASSERT_OK(marble_fs_exists(fs, "mem://nope/below", &exists, &err));
+    ASSERT_EQ_INT(exists, 0);
+    close_fs(fs);
+}
