@@ -123,7 +123,8 @@ typedef enum marble_time_unit {
 /* A parsed format string. */
 typedef struct marble_arrow_type {
     marble_arrow_type_id id;
-    int32_t byte_width;      /* FIXED_SIZE_BINARY: N; fixed-width types: their width; else 0 */
+    int32_t byte_width;      /* FIXED_SIZE_BINARY: N; other fixed-width types: their width in
+                                bytes; bool (bit-packed) and variable-width types: 0 */
     marble_time_unit unit;   /* TIMESTAMP */
     char timezone[64];       /* TIMESTAMP; "" when none */
 } marble_arrow_type;
@@ -131,7 +132,7 @@ typedef struct marble_arrow_type {
 /* Parses a C Data Interface format string. */
 MARBLE_API int marble_arrow_type_parse(const char *format, marble_arrow_type *out,
                                        marble_error *err);
-/* Writes the format string of `t` into buf (at most cap bytes). */
+/* Writes the format string of `t` into buf (at most cap bytes; MARBLE_ERR_LIMIT if too small). */
 MARBLE_API int marble_arrow_type_format(const marble_arrow_type *t, char *buf, size_t cap,
                                         marble_error *err);
 /* "int64", "utf8", "timestamp[us, tz=UTC]", ... (static or written into buf). */
@@ -162,7 +163,8 @@ MARBLE_API int marble_arrow_schema_copy(const struct ArrowSchema *src, struct Ar
 /* Checks a foreign schema: format strings supported, children well-formed, metadata encoding in
  * bounds. */
 MARBLE_API int marble_arrow_schema_validate(const struct ArrowSchema *schema, marble_error *err);
-/* Metadata lookup: the value of `key` (copied into buf, NUL-terminated) or MARBLE_ERR_NOT_FOUND. */
+/* Metadata lookup: the value of `key` (copied into buf, NUL-terminated), MARBLE_ERR_NOT_FOUND, or
+ * MARBLE_ERR_LIMIT when buf is NULL or too small. */
 MARBLE_API int marble_arrow_metadata_get(const char *metadata, const char *key, char *buf,
                                          size_t cap, marble_error *err);
 
@@ -183,9 +185,10 @@ enum marble_validate_flags {
 };
 
 /* Checks that `array` is a well-formed array of `schema`'s type (recursively for struct):
- * n_buffers and n_children as the type requires, non-NULL buffers where needed, length, offset
- * and null_count consistent (a null_count of -1 is computed), offsets monotonic and within the
- * data buffer, and what `flags` ask for. It cannot know buffer sizes, so it trusts that buffers
+ * n_buffers and n_children as the type requires, non-NULL buffers where needed (NULL is allowed
+ * for zero-sized buffers), length, offset and null_count consistent (a null_count of -1 is
+ * accepted and a bitmap's zero bits must match a given count), offsets non-negative and
+ * monotonic, and what `flags` ask for. It cannot know buffer sizes, so it trusts that buffers
  * are as long as the lengths and offsets say. */
 MARBLE_API int marble_arrow_array_validate(const struct ArrowSchema *schema,
                                            const struct ArrowArray *array, int flags,
@@ -219,12 +222,17 @@ MARBLE_API int64_t marble_batch_builder_rows(const marble_batch_builder *b);
 MARBLE_API int marble_batch_builder_finish(marble_batch_builder *b, struct ArrowArray *out,
                                            marble_error *err);
 
-/* ---- reading values (for tests, tools and the engine) ---------------------------------------- */
+/* ---- reading values (for tests and tools) ---------------------------------------------------- */
 
-/* 1 if element i of `a` (an array, not a batch) is null. */
+/* These parse the format on every call: fine for tests and tools, not for hot loops. The getters
+ * cannot report errors: an index out of range, an unsupported type or an unrepresentable value
+ * gives 0, and a null slot gives whatever is stored under it, so check marble_arrow_is_null
+ * first. */
+
+/* 1 if element i of `a` (an array, not a batch) is null (also for an index out of range). */
 MARBLE_API int marble_arrow_is_null(const struct ArrowArray *a, int64_t i);
-/* Element i of a fixed-width or variable-width column as a byte range (booleans: not supported;
- * use marble_arrow_get_int). */
+/* Element i of a fixed-width or variable-width column as a byte range (booleans:
+ * MARBLE_ERR_UNSUPPORTED; use marble_arrow_get_int). */
 MARBLE_API int marble_arrow_get_bytes(const struct ArrowSchema *s, const struct ArrowArray *a,
                                       int64_t i, const void **data, size_t *len);
 MARBLE_API int64_t marble_arrow_get_int(const struct ArrowSchema *s, const struct ArrowArray *a,

@@ -288,6 +288,30 @@ MARBLE_API const char *marble_codec_name(marble_codec codec);
 MARBLE_API int marble_file_compress_wrap(marble_file *inner, marble_codec codec, int writing,
                                          int level, marble_file **out, marble_error *err);
 
+/* A backend that stores every file in `parent` compressed with `codec`, whatever the file's name
+ * (no extension is needed or added): each file there is a plain .zst / .lz4 / .gz file, frames
+ * as marble_file_compress_wrap writes them at `level`. `parent` is not owned and must outlive the
+ * backend; the backend's destroy (marble_fs_destroy calls it once registered) frees only the
+ * wrapper. A bad codec or level is MARBLE_ERR_INVALID_ARGUMENT. The name is "<codec>(<parent's
+ * name>)", e.g. "zstd(local)". Paths are the parent's (registered as "zstd" over the local
+ * backend, "zstd:///abs/path" is the file /abs/path).
+ * open: READ opens the parent's file for reading and returns a stream of the uncompressed bytes;
+ * WRITE (with CREATE, TRUNCATE, APPEND and EXCLUSIVE, applied by the parent) returns a stream
+ * that compresses what is written. Both are streams as marble_file_compress_wrap describes them:
+ * sequential offsets only, size() only while writing, sync flushes the compressor, close ends
+ * the frame; a write without TRUNCATE adds frames after the existing ones, so the file then
+ * reads as the old bytes followed by the new; a file that is not `codec` frames fails to read
+ * with MARBLE_ERR_CORRUPTION. READ and WRITE together are MARBLE_ERR_UNSUPPORTED, and so is
+ * DIRECT. stat, list, mkdir, remove, rename, sync_dir and control go to the parent unchanged:
+ * stat's size is the stored, compressed size, not the number of bytes a read returns.
+ * Capabilities: the parent's LIST, SYNC, SYNC_DIR, ATOMIC_RENAME and APPEND, never RANDOM_READ,
+ * RANDOM_WRITE, MAP, TRUNCATE, DIRECT or FD (marble_file_map copies, reading at the stream
+ * position).
+ * Thread safety: the backend is as thread-safe as `parent`; each of its files is a stream, for
+ * one thread at a time. */
+MARBLE_API int marble_vfs_compress_create(marble_vfs *parent, marble_codec codec, int level,
+                                          marble_vfs **out, marble_error *err);
+
 /* ---- buffered reader and writer (src/vfs/buffered.c) ----------------------------------------- */
 
 typedef struct marble_buffer_options {
@@ -407,7 +431,10 @@ typedef enum marble_fault_op {
  * through marble_fs_register in place of "file"/"mem". */
 MARBLE_API int marble_vfs_fault_create(marble_vfs *parent, marble_vfs **out, marble_error *err);
 /* Fails the nth (1-based, counted from now) call of a kind in `ops` with `os_errno` (EIO or
- * ENOSPC, reported as MARBLE_ERR_IO or MARBLE_ERR_NO_SPACE), once. n = 0 disarms. */
+ * ENOSPC, reported as MARBLE_ERR_IO or MARBLE_ERR_NO_SPACE), once. n = 0 disarms. A failed file
+ * sync (here or from marble_fault_fail_random) sticks to the file as a failed fsync does on Linux:
+ * every later sync of it fails with MARBLE_ERR_IO and a power cut still loses what was unsynced
+ * before the failure, until the file is opened with TRUNCATE, truncated to 0 or replaced. */
 MARBLE_API void marble_fault_fail_nth(marble_vfs *fault, uint32_t ops, uint64_t n, int os_errno);
 /* Fails each call of a kind in `ops` with probability `p` from a generator seeded with `seed`
  * (the same seed and calls give the same failures). p = 0 disarms. */

@@ -105,9 +105,9 @@ static int bf_read(marble_file *f, uint64_t off, void *buf, size_t n, size_t *nr
             if (rc == MARBLE_OK) {
                 b->roff = at;
                 b->rlen = got;
-                if (got > left) got = left;
-                memcpy(dst + done, b->rbuf, got);
             }
+            if (got > left) got = left;
+            memcpy(dst + done, b->rbuf, got);
         } else {
             rc = inner_read(b, at, dst + done, left, &got, err);
         }

@@ -1,4 +1,5 @@
-/* Compression streams: zstd, LZ4 frame and gzip files read and written as uncompressed bytes. */
+/* Compression streams: zstd, LZ4 frame and gzip files read and written as uncompressed bytes;
+ * and a backend over another one whose every file is such a stream. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -706,5 +707,137 @@ int marble_file_compress_wrap(marble_file *inner, marble_codec codec, int writin
         return rc;
     }
     *out = &s->base;
+    return MARBLE_OK;
+}
+
+/* ---- the compressing backend ------------------------------------------------------------- */
+
+/* Thread safety: immutable after creation; each call goes to `parent`, which is thread-safe. */
+typedef struct cvfs {
+    marble_vfs base;
+    marble_vfs *parent;
+    marble_codec codec;
+    int level;
+    char name[];
+} cvfs;
+
+static marble_vfs *parent_of(marble_vfs *v)
+{
+    return ((cvfs *)v)->parent;
+}
+
+static int cv_open(marble_vfs *v, const char *path, int flags, marble_file **out, marble_error *err)
+{
+    cvfs *c = (cvfs *)v;
+    *out = NULL;
+    int writing = (flags & MARBLE_OPEN_WRITE) != 0;
+    if (writing && (flags & MARBLE_OPEN_READ))
+        return marble_error_set(err, MARBLE_ERR_UNSUPPORTED,
+                                "%s open %s: a compressed file is a stream, read or written but "
+                                "not both (open it with READ or with WRITE)",
+                                v->name, path);
+    if (flags & MARBLE_OPEN_DIRECT)
+        return marble_error_set(err, MARBLE_ERR_UNSUPPORTED,
+                                "%s open %s: compressed files have no direct I/O", v->name, path);
+    flags &= ~MARBLE_OPEN_COMPRESSED;
+    marble_file *inner = NULL;
+    MARBLE_RETURN_NOT_OK(c->parent->open(c->parent, path, flags, &inner, err));
+    inner->vfs = c->parent;
+    inner->flags = flags;
+    inner->fs_record = NULL;
+    marble_error e;
+    marble_error_clear(&e);
+    int rc = marble_file_compress_wrap(inner, c->codec, writing, c->level, out, &e);
+    if (rc != MARBLE_OK)
+        return marble_error_set(err, rc, "%s open %s: %s", v->name, path, e.message);
+    return MARBLE_OK;
+}
+
+static int cv_stat(marble_vfs *v, const char *path, marble_stat *out, marble_error *err)
+{
+    marble_vfs *p = parent_of(v);
+    return p->stat(p, path, out, err);
+}
+
+static int cv_list(marble_vfs *v, const char *dir, marble_dirent_fn fn, void *ud, marble_error *err)
+{
+    marble_vfs *p = parent_of(v);
+    return p->list(p, dir, fn, ud, err);
+}
+
+static int cv_mkdir(marble_vfs *v, const char *path, marble_error *err)
+{
+    marble_vfs *p = parent_of(v);
+    return p->mkdir(p, path, err);
+}
+
+static int cv_remove(marble_vfs *v, const char *path, marble_error *err)
+{
+    marble_vfs *p = parent_of(v);
+    return p->remove(p, path, err);
+}
+
+static int cv_rename(marble_vfs *v, const char *from, const char *to, marble_error *err)
+{
+    marble_vfs *p = parent_of(v);
+    return p->rename(p, from, to, err);
+}
+
+static int cv_sync_dir(marble_vfs *v, const char *path, marble_error *err)
+{
+    marble_vfs *p = parent_of(v);
+    return p->sync_dir(p, path, err);
+}
+
+static int cv_control(marble_vfs *v, int op, void *arg)
+{
+    marble_vfs *p = parent_of(v);
+    return p->control(p, op, arg);
+}
+
+static void cv_destroy(marble_vfs *v)
+{
+    free(v);
+}
+
+int marble_vfs_compress_create(marble_vfs *parent, marble_codec codec, int level, marble_vfs **out,
+                               marble_error *err)
+{
+    if (out) *out = NULL;
+    if (!out || !parent)
+        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
+                                "marble_vfs_compress_create: %s is NULL", !out ? "out" : "parent");
+    if (codec != MARBLE_CODEC_ZSTD && codec != MARBLE_CODEC_LZ4 && codec != MARBLE_CODEC_GZIP)
+        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
+                                "marble_vfs_compress_create: codec %d (%s) is not a compression "
+                                "codec",
+                                (int)codec, marble_codec_name(codec));
+    MARBLE_RETURN_NOT_OK(check_level(codec, level, err));
+    const char *pname = parent->name ? parent->name : "?";
+    size_t len = strlen(marble_codec_name(codec)) + strlen(pname) + 3;
+    cvfs *c = calloc(1, sizeof *c + len);
+    if (!c)
+        return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "allocating the %s backend over %s",
+                                marble_codec_name(codec), pname);
+    snprintf(c->name, len, "%s(%s)", marble_codec_name(codec), pname);
+    c->parent = parent;
+    c->codec = codec;
+    c->level = level;
+    marble_vfs *v = &c->base;
+    v->version = MARBLE_VFS_VERSION;
+    v->name = c->name;
+    v->caps = parent->caps & (MARBLE_CAP_LIST | MARBLE_CAP_SYNC | MARBLE_CAP_SYNC_DIR |
+                              MARBLE_CAP_ATOMIC_RENAME | MARBLE_CAP_APPEND);
+    v->data = c;
+    v->open = cv_open;
+    v->stat = cv_stat;
+    v->list = cv_list;
+    v->mkdir = cv_mkdir;
+    v->remove = cv_remove;
+    v->rename = cv_rename;
+    v->sync_dir = cv_sync_dir;
+    v->control = cv_control;
+    v->destroy = cv_destroy;
+    *out = v;
     return MARBLE_OK;
 }

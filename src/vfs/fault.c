@@ -13,15 +13,25 @@
  *  - Data. Per file (an inode: it follows renames and outlives a remove while a handle is open):
  *    the size at its last sync and an undo log of the bytes of that synced prefix that were
  *    overwritten or truncated away since (old bytes, in order). A successful file sync, FULL or
- *    DATA, clears the log and makes the current size and content durable. Unsynced data is lost
- *    whole, synced data survives whole.
+ *    DATA, through any handle on the file (read-only ones included, as fsync does), clears the
+ *    log and makes the current size and content durable. Unsynced data is lost whole, synced
+ *    data survives whole.
+ *  - A failed file sync (an injected one) sticks to the file, as on Linux, where a failed fsync
+ *    marks the pages it could not write clean and a retried fsync returns 0 without writing them
+ *    (PostgreSQL's "fsyncgate"): from then on every sync of that file, through any handle, old or
+ *    new, fails with MARBLE_ERR_IO ("failed earlier"), and its undo log is kept, so a power cut
+ *    still loses what was unsynced before the failure. Only dropping that content ends it: the
+ *    file opened with TRUNCATE or truncated to 0 through the wrapper, its name removed or
+ *    replaced (a new file there starts clean), or a power cut.
  *  - Names. Per directory entry touched since the last sync_dir of its directory (the new name
  *    of a create, both names of a rename, a removed name): which file it named at that sync, or
  *    that it was absent. A successful sync_dir of the directory forgets them: they are durable.
  *    A file sync does not make the file's own entry durable. Each entry is restored on its own,
  *    so a rename across directories of which only the target directory was synced leaves the
  *    file under both names (restored as a copy).
- *  Files and entries the wrapper has not changed count as durable as they are.
+ *  Files and entries the wrapper has not changed count as durable as they are. Paths are
+ *  recorded and compared normalized ("//" and "/./" collapsed, a leading "./" and a trailing '/'
+ *  dropped), so every spelling of a name is the same entry; ".." is not resolved.
  *
  * marble_fault_crash applies that through the parent: every changed file gets its undo log
  * applied backwards and is cut to its synced size, in place; every touched entry is set back to
@@ -38,9 +48,11 @@
  * parent without going through the wrapper, which count as durable. The copies of removed or
  * replaced files are held in memory, which suits tests with small files.
  *
- * Costs: mutating calls (open for writing, write, append, truncate, sync, rename, remove,
- * sync_dir) are serialized on the mutex; overwriting or truncating synced bytes first reads them
- * into memory through a second, read-only handle on the file.
+ * Costs: opens, mutating calls (write, append, truncate, sync, rename, remove, sync_dir) and
+ * closes are serialized on the mutex, and an open stats the file first (every handle is tied to
+ * its file's record, so that a sync through it, read-only or not, counts for the right file
+ * after renames); overwriting or truncating synced bytes first reads them into memory through a
+ * second, read-only handle on the file.
  *
  * Thread safety: inj_mu guards the counters and the armed failures; mu guards the records and
  * every mutating call; the two are never held together. Lock order: mu, then the parent's own
@@ -79,7 +91,9 @@ typedef struct fnode {
     unsigned char *saved; /* synced content, kept once unlinked while an entry names it */
     size_t saved_size;
     int has_saved;
-    int in_tmp; /* during a crash: moved aside */
+    int in_tmp;           /* during a crash: moved aside */
+    uint64_t failed_sync; /* the sync call (counted as in inject) that failed on it; 0: none */
+    int failed_errno;
 } fnode;
 
 /* A directory entry changed since its directory's last sync. */
@@ -115,7 +129,7 @@ typedef struct fault_file {
     marble_file base;
     marble_file *inner;
     fault_vfs *fv;
-    fnode *node; /* files opened for writing */
+    fnode *node; /* its file; NULL if no regular file was found there at open */
     uint64_t epoch;
     char *path;
 } fault_file;
@@ -174,12 +188,12 @@ static uint64_t splitmix64(uint64_t *s)
     return z ^ (z >> 31);
 }
 
-/* Counts a call of `kind` and fails it if an armed failure says so. */
-static int inject(fault_vfs *fv, uint32_t kind, const char *op, const char *path, marble_error *err)
+/* Counts a call of `kind` into *call; the errno an armed failure fails it with, or 0. */
+static int decide(fault_vfs *fv, uint32_t kind, uint64_t *call)
 {
     int e = 0;
     pthread_mutex_lock(&fv->inj_mu);
-    uint64_t call = ++fv->counts[kind_index(kind)];
+    *call = ++fv->counts[kind_index(kind)];
     if (fv->nth_n && (fv->nth_ops & kind) && ++fv->nth_seen == fv->nth_n) {
         e = fv->nth_errno;
         fv->nth_n = 0;
@@ -189,10 +203,50 @@ static int inject(fault_vfs *fv, uint32_t kind, const char *op, const char *path
         if (!e && u < fv->rnd_p) e = fv->rnd_errno;
     }
     pthread_mutex_unlock(&fv->inj_mu);
-    if (!e) return MARBLE_OK;
+    return e;
+}
+
+static int injected(fault_vfs *fv, int e, const char *op, uint64_t call, const char *path,
+                    marble_error *err)
+{
     char what[96];
     snprintf(what, sizeof what, "injected %s on %s #%" PRIu64 " of", errno_name(e), op, call);
     return marble__vfs_os_error(err, e, what, SHOWN(fv, path));
+}
+
+/* Counts a call of `kind` and fails it if an armed failure says so. */
+static int inject(fault_vfs *fv, uint32_t kind, const char *op, const char *path, marble_error *err)
+{
+    uint64_t call;
+    int e = decide(fv, kind, &call);
+    return e ? injected(fv, e, op, call, path, err) : MARBLE_OK;
+}
+
+/* `path` with "//" and "/./" collapsed and a leading "./" and a trailing '/' dropped, keeping a
+ * leading '/': "./a//b/./c/" -> "a/b/c", "" and "./" -> ".", "//" -> "/". NULL: out of memory. */
+static char *path_norm(const char *path)
+{
+    char *out = malloc(strlen(path) + 2);
+    if (!out) return NULL;
+    size_t n = 0;
+    if (path[0] == '/') out[n++] = '/';
+    for (const char *p = path; *p;) {
+        while (*p == '/')
+            p++;
+        const char *end = p;
+        while (*end && *end != '/')
+            end++;
+        size_t k = (size_t)(end - p);
+        if (k && !(k == 1 && p[0] == '.')) {
+            if (n && out[n - 1] != '/') out[n++] = '/';
+            memcpy(out + n, p, k);
+            n += k;
+        }
+        p = end;
+    }
+    if (n == 0) out[n++] = '.';
+    out[n] = '\0';
+    return out;
 }
 
 static int alive(const fault_file *ff, const char *op, marble_error *err)
@@ -394,7 +448,9 @@ static int node_referenced(const fault_vfs *fv, const fnode *n)
 
 static void node_maybe_free(fault_vfs *fv, fnode *n)
 {
-    if (n && n->nopen == 0 && (!n->path || !n->dirty) && !node_referenced(fv, n)) node_free(fv, n);
+    if (n && n->nopen == 0 && (!n->path || (!n->dirty && !n->failed_sync)) &&
+        !node_referenced(fv, n))
+        node_free(fv, n);
 }
 
 static void nodes_gc(fault_vfs *fv)
@@ -570,20 +626,6 @@ static int node_at(fault_vfs *fv, const char *path, const marble_stat *st, int e
     return MARBLE_OK;
 }
 
-
-static void dir_normalize(const char *in, char *buf, size_t cap)
-{
-    while (in[0] == '.' && in[1] == '/')
-        in += 2;
-    size_t n = strlen(in);
-    while (n > 1 && in[n - 1] == '/')
-        n--;
-    if (n == 0 || (n == 1 && in[0] == '.'))
-        snprintf(buf, cap, ".");
-    else
-        snprintf(buf, cap, "%.*s", (int)n, in);
-}
-
 /* Rewrites a path under directory `from` to be under `to`; NULL if it is not under it. */
 static char *rebase(const char *path, const char *from, const char *to)
 {
@@ -638,7 +680,7 @@ static int mutate(fault_file *ff, mut_op op, uint64_t off, const void *buf, size
     marble_file *in = ff->inner;
     pthread_mutex_lock(&fv->mu);
     int rc = alive(ff, names[op], err);
-    fnode *node = ff->node;
+    fnode *node = (ff->base.flags & MARBLE_OPEN_WRITE) ? ff->node : NULL;
     if (rc == MARBLE_OK && node) {
         if (op == OP_WRITE && !(ff->base.flags & MARBLE_OPEN_APPEND))
             rc = node_save_range(fv, node, off, off + n, err);
@@ -654,6 +696,7 @@ static int mutate(fault_file *ff, mut_op op, uint64_t off, const void *buf, size
         else
             rc = in->methods->truncate(in, off, err);
     }
+    if (rc == MARBLE_OK && node && op == OP_TRUNCATE && off == 0) node->failed_sync = 0;
     pthread_mutex_unlock(&fv->mu);
     return rc;
 }
@@ -685,11 +728,26 @@ static int ff_sync(marble_file *f, int flags, marble_error *err)
     fault_file *ff = (fault_file *)f;
     fault_vfs *fv = ff->fv;
     MARBLE_RETURN_NOT_OK(alive(ff, "sync", err));
-    MARBLE_RETURN_NOT_OK(inject(fv, MARBLE_FAULT_SYNC, "sync", ff->path, err));
+    uint64_t call;
+    int e = decide(fv, MARBLE_FAULT_SYNC, &call);
     marble_file *in = ff->inner;
     pthread_mutex_lock(&fv->mu);
     int rc = alive(ff, "sync", err);
     fnode *node = ff->node;
+    if (rc == MARBLE_OK && e) {
+        rc = injected(fv, e, "sync", call, ff->path, err);
+        if (node && !node->failed_sync) {
+            node->failed_sync = call;
+            node->failed_errno = e;
+        }
+    } else if (rc == MARBLE_OK && node && node->failed_sync) {
+        rc = marble_error_set(err, MARBLE_ERR_IO,
+                              "sync of %s failed earlier (injected %s on sync #%" PRIu64
+                              "); its unsynced writes may be lost: rewrite the file (open it "
+                              "with TRUNCATE) or replace it",
+                              SHOWN(fv, ff->path), errno_name(node->failed_errno),
+                              node->failed_sync);
+    }
     uint64_t size = 0;
     int have_size = 0;
     if (rc == MARBLE_OK && node) have_size = in->methods->size(in, &size, NULL) == MARBLE_OK;
@@ -783,31 +841,33 @@ static int fault_open(marble_vfs *v, const char *path, int flags, marble_file **
     *out = NULL;
     MARBLE_RETURN_NOT_OK(inject(fv, MARBLE_FAULT_OPEN, "open", path, err));
     fault_file *ff = calloc(1, sizeof *ff);
+    char *np = path_norm(path);
     if (ff) ff->path = strdup(path);
-    if (!ff || !ff->path) {
+    if (!ff || !ff->path || !np) {
+        if (ff) free(ff->path);
         free(ff);
+        free(np);
         return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "open %s", SHOWN(fv, path));
     }
     const int writing = (flags & MARBLE_OPEN_WRITE) != 0;
-    const int tracked = writing || (flags & MARBLE_OPEN_CREATE);
+    const int truncating = writing && (flags & MARBLE_OPEN_TRUNCATE);
     int rc = MARBLE_OK, exists = 0;
     fnode *node = NULL, *fresh = NULL;
     dent *d = NULL;
-    if (tracked) {
-        pthread_mutex_lock(&fv->mu);
-        marble_stat st;
-        rc = pstat(fv, path, &exists, &st, err);
-        if (rc == MARBLE_OK && writing) rc = node_at(fv, path, &st, exists, &node, err);
-        if (rc == MARBLE_OK && node && (flags & MARBLE_OPEN_TRUNCATE))
-            rc = node_save_range(fv, node, 0, UINT64_MAX, err);
-        if (rc == MARBLE_OK && !exists && (flags & MARBLE_OPEN_CREATE)) {
-            rc = dent_prepare(fv, path, &d, err);
-            if (rc == MARBLE_OK && writing && !(fresh = node_alloc(path, 0)))
-                rc = marble_error_set(err, MARBLE_ERR_NO_MEMORY, "open %s", SHOWN(fv, path));
-        }
+    pthread_mutex_lock(&fv->mu);
+    marble_stat st;
+    rc = pstat(fv, np, &exists, &st, err);
+    const int known = rc == MARBLE_OK;
+    if (!known && !writing) rc = MARBLE_OK;
+    if (known) rc = node_at(fv, np, &st, exists, &node, err);
+    if (rc == MARBLE_OK && node && truncating) rc = node_save_range(fv, node, 0, UINT64_MAX, err);
+    if (rc == MARBLE_OK && known && !exists && (flags & MARBLE_OPEN_CREATE)) {
+        rc = dent_prepare(fv, np, &d, err);
+        if (rc == MARBLE_OK && writing && !(fresh = node_alloc(np, 0)))
+            rc = marble_error_set(err, MARBLE_ERR_NO_MEMORY, "open %s", SHOWN(fv, path));
     }
     if (rc == MARBLE_OK) rc = popen_file(fv, path, flags, &ff->inner, err);
-    if (rc == MARBLE_OK && tracked) {
+    if (rc == MARBLE_OK) {
         if (d) dent_link(fv, d, NULL);
         d = NULL;
         if (fresh) {
@@ -817,7 +877,10 @@ static int fault_open(marble_vfs *v, const char *path, int flags, marble_file **
         }
         if (node) {
             node->nopen++;
-            if (exists && (flags & MARBLE_OPEN_TRUNCATE)) node->dirty = 1;
+            if (exists && truncating) {
+                node->dirty = 1;
+                node->failed_sync = 0;
+            }
             ff->node = node;
         }
     } else if (node) {
@@ -827,7 +890,8 @@ static int fault_open(marble_vfs *v, const char *path, int flags, marble_file **
     dent_discard(d);
     node_destroy(fresh);
     ff->epoch = atomic_load_explicit(&fv->epoch, memory_order_relaxed);
-    if (tracked) pthread_mutex_unlock(&fv->mu);
+    pthread_mutex_unlock(&fv->mu);
+    free(np);
     if (rc != MARBLE_OK) {
         free(ff->path);
         free(ff);
@@ -876,14 +940,16 @@ static int fault_remove(marble_vfs *v, const char *path, marble_error *err)
 {
     fault_vfs *fv = v->data;
     MARBLE_RETURN_NOT_OK(inject(fv, MARBLE_FAULT_REMOVE, "remove", path, err));
+    char *np = path_norm(path);
+    if (!np) return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "remove %s", SHOWN(fv, path));
     pthread_mutex_lock(&fv->mu);
     marble_stat st;
     int exists;
     fnode *node = NULL;
     dent *d = NULL;
-    int rc = pstat(fv, path, &exists, &st, err);
-    if (rc == MARBLE_OK) rc = node_at(fv, path, &st, exists, &node, err);
-    if (rc == MARBLE_OK && node) rc = dent_prepare(fv, path, &d, err);
+    int rc = pstat(fv, np, &exists, &st, err);
+    if (rc == MARBLE_OK) rc = node_at(fv, np, &st, exists, &node, err);
+    if (rc == MARBLE_OK && node) rc = dent_prepare(fv, np, &d, err);
     if (rc == MARBLE_OK && node) rc = before_unlink(fv, node, d != NULL, err);
     if (rc == MARBLE_OK) rc = fv->parent->remove(fv->parent, path, err);
     if (rc == MARBLE_OK && node) {
@@ -896,6 +962,7 @@ static int fault_remove(marble_vfs *v, const char *path, marble_error *err)
     }
     dent_discard(d);
     pthread_mutex_unlock(&fv->mu);
+    free(np);
     return rc;
 }
 
@@ -903,28 +970,34 @@ static int fault_rename(marble_vfs *v, const char *from, const char *to, marble_
 {
     fault_vfs *fv = v->data;
     MARBLE_RETURN_NOT_OK(inject(fv, MARBLE_FAULT_RENAME, "rename", from, err));
+    char *nfrom = path_norm(from), *newpath = path_norm(to);
+    if (!nfrom || !newpath) {
+        free(nfrom);
+        free(newpath);
+        return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "rename %s", SHOWN(fv, from));
+    }
+    const char *nto = newpath;
     pthread_mutex_lock(&fv->mu);
     marble_stat fst, tst;
     int fexists, texists;
     fnode *nf = NULL, *nt = NULL;
     dent *dfrom = NULL, *dto = NULL;
-    char *newpath = NULL;
-    int rc = pstat(fv, from, &fexists, &fst, err);
-    if (rc == MARBLE_OK) rc = pstat(fv, to, &texists, &tst, err);
+    int rc = pstat(fv, nfrom, &fexists, &fst, err);
+    if (rc == MARBLE_OK) rc = pstat(fv, nto, &texists, &tst, err);
     if (rc == MARBLE_OK && fexists && fst.is_dir) {
         rc = fv->parent->rename(fv->parent, from, to, err);
-        if (rc == MARBLE_OK) rebase_all(fv, from, to);
+        if (rc == MARBLE_OK) rebase_all(fv, nfrom, nto);
         pthread_mutex_unlock(&fv->mu);
+        free(nfrom);
+        free(newpath);
         return rc;
     }
-    if (rc == MARBLE_OK && fexists && !(texists && tst.is_dir) && strcmp(from, to) != 0) {
-        rc = node_at(fv, from, &fst, fexists, &nf, err);
-        if (rc == MARBLE_OK) rc = node_at(fv, to, &tst, texists, &nt, err);
+    if (rc == MARBLE_OK && fexists && !(texists && tst.is_dir) && strcmp(nfrom, nto) != 0) {
+        rc = node_at(fv, nfrom, &fst, fexists, &nf, err);
+        if (rc == MARBLE_OK) rc = node_at(fv, nto, &tst, texists, &nt, err);
         if (nt == nf) nt = NULL;
-        if (rc == MARBLE_OK) rc = dent_prepare(fv, from, &dfrom, err);
-        if (rc == MARBLE_OK) rc = dent_prepare(fv, to, &dto, err);
-        if (rc == MARBLE_OK && !(newpath = strdup(to)))
-            rc = marble_error_set(err, MARBLE_ERR_NO_MEMORY, "rename %s", SHOWN(fv, from));
+        if (rc == MARBLE_OK) rc = dent_prepare(fv, nfrom, &dfrom, err);
+        if (rc == MARBLE_OK) rc = dent_prepare(fv, nto, &dto, err);
         if (rc == MARBLE_OK && nt) rc = before_unlink(fv, nt, dto != NULL, err);
     }
     if (rc == MARBLE_OK) rc = fv->parent->rename(fv->parent, from, to, err);
@@ -947,6 +1020,7 @@ static int fault_rename(marble_vfs *v, const char *from, const char *to, marble_
     dent_discard(dfrom);
     dent_discard(dto);
     pthread_mutex_unlock(&fv->mu);
+    free(nfrom);
     free(newpath);
     return rc;
 }
@@ -955,11 +1029,12 @@ static int fault_sync_dir(marble_vfs *v, const char *path, marble_error *err)
 {
     fault_vfs *fv = v->data;
     MARBLE_RETURN_NOT_OK(inject(fv, MARBLE_FAULT_SYNC, "sync_dir", path, err));
+    char *want = path_norm(path);
+    if (!want) return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "sync_dir %s", SHOWN(fv, path));
     pthread_mutex_lock(&fv->mu);
     int rc = fv->parent->sync_dir(fv->parent, path, err);
     if (rc == MARBLE_OK) {
-        char want[4096], dir[4096];
-        dir_normalize(path, want, sizeof want);
+        char dir[4096];
         for (dent *d = fv->dents, *next; d; d = next) {
             next = d->next;
             marble__vfs_parent(d->path, dir, sizeof dir);
@@ -968,6 +1043,7 @@ static int fault_sync_dir(marble_vfs *v, const char *path, marble_error *err)
         nodes_gc(fv);
     }
     pthread_mutex_unlock(&fv->mu);
+    free(want);
     return rc;
 }
 

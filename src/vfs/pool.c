@@ -6,11 +6,15 @@
  * handles open plus the slots reserved for opens and closes in flight), so no more than
  * max_open files are ever open, even while the opens and closes run unlocked; the slot of a
  * handle being closed is given back only once the close has returned. `cond` is broadcast
- * whenever a slot is given back or a handle becomes idle.
+ * whenever a slot is given back or a handle becomes idle. An open in flight has its key already:
+ * it counts in the key's nentries and remembers the key's eviction generation `gen`, which evict
+ * bumps; an open that comes back to a changed `gen` may hold the file evict was called to
+ * forget, so its entry is doomed at once (it serves that caller only).
  *
  * Invariants: open <= max_open; in_use counts acquired entries and reservations; every entry is
  * in the file table; an entry is idle iff it is in its key's idle list and in the global LRU;
- * only entries in use are doomed (closed on release); a key lives while it has entries.
+ * only entries in use are doomed (closed on release); nentries counts a key's entries and the
+ * opens in flight for it; a key lives while nentries > 0.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -42,6 +46,7 @@ struct pkey {
     pkey *hnext;
     pentry *idle;
     size_t nentries;
+    uint64_t gen; /* evictions of its URI */
 };
 
 struct marble_handle_pool {
@@ -97,6 +102,20 @@ static void key_insert(marble_handle_pool *p, pkey *k)
     k->hnext = *b;
     *b = k;
     p->nkeys++;
+}
+
+/* A new key for (uri, flags), in the table with no entries; NULL when out of memory. */
+static pkey *key_add(marble_handle_pool *p, const char *uri, int flags, uint64_t h)
+{
+    pkey *k = calloc(1, sizeof *k);
+    if (!k || !(k->uri = strdup(uri))) {
+        free(k);
+        return NULL;
+    }
+    k->flags = flags;
+    k->hash = h;
+    key_insert(p, k);
+    return k;
 }
 
 static void key_remove(marble_handle_pool *p, pkey *k)
@@ -343,65 +362,40 @@ int marble_handle_pool_acquire(marble_handle_pool *p, const char *uri, int flags
     }
     p->misses++;
     p->in_use++;
-    int need_key = key_find(p, uri, flags, h) == NULL;
+    pkey *k = key_find(p, uri, flags, h);
+    if (!k) k = key_add(p, uri, flags, h);
+    pentry *e = k ? calloc(1, sizeof *e) : NULL;
+    uint64_t gen = 0;
+    if (e) {
+        k->nentries++;
+        gen = k->gen;
+    } else if (k && k->nentries == 0) {
+        key_remove(p, k);
+    }
     pthread_mutex_unlock(&p->mu);
 
     if (victim) {
         marble_file_close(victim->f, NULL);
         free(victim);
     }
-    pentry *e = calloc(1, sizeof *e);
-    pkey *nk = need_key ? calloc(1, sizeof *nk) : NULL;
-    if (nk && !(nk->uri = strdup(uri))) {
-        free(nk);
-        nk = NULL;
-    }
-    int rc = !e || (need_key && !nk)
-                 ? marble_error_set(err, MARBLE_ERR_NO_MEMORY, "acquire %s: allocating", uri)
-                 : marble_fs_open(p->fs, uri, flags, &e->f, err);
+    int rc = e ? marble_fs_open(p->fs, uri, flags, &e->f, err)
+               : marble_error_set(err, MARBLE_ERR_NO_MEMORY, "acquire %s: allocating", uri);
 
     pthread_mutex_lock(&p->mu);
     if (rc != MARBLE_OK) {
         p->open--;
         p->in_use--;
+        if (e && --k->nentries == 0) key_remove(p, k);
         pthread_cond_broadcast(&p->cond);
         pthread_mutex_unlock(&p->mu);
         free(e);
-        if (nk) free(nk->uri);
-        free(nk);
         return rc;
     }
-    pkey *k = key_find(p, uri, flags, h);
-    if (!k) {
-        if (!nk) {
-            nk = calloc(1, sizeof *nk);
-            if (nk && !(nk->uri = strdup(uri))) {
-                free(nk);
-                nk = NULL;
-            }
-            if (!nk) {
-                p->open--;
-                p->in_use--;
-                pthread_cond_broadcast(&p->cond);
-                pthread_mutex_unlock(&p->mu);
-                marble_file_close(e->f, NULL);
-                free(e);
-                return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "acquire %s: allocating", uri);
-            }
-        }
-        nk->flags = flags;
-        nk->hash = h;
-        key_insert(p, nk);
-        k = nk;
-        nk = NULL;
-    }
     e->key = k;
-    k->nentries++;
     e->in_use = 1;
+    e->doomed = k->gen != gen;
     file_insert(p, e);
     pthread_mutex_unlock(&p->mu);
-    if (nk) free(nk->uri);
-    free(nk);
     *out = e->f;
     return MARBLE_OK;
 }
@@ -448,6 +442,7 @@ void marble_handle_pool_evict(marble_handle_pool *p, const char *uri)
     while (k) {
         pkey *next = k->hnext;
         if (k->hash == h && !strcmp(k->uri, uri)) {
+            k->gen++;
             while (k->idle) {
                 pentry *e = k->idle;
                 idle_remove(p, e);

@@ -102,6 +102,19 @@ static void kill_ring(marble__uring *u, int os_errno)
     atomic_store_explicit(&u->queued, 0, memory_order_seq_cst);
 }
 
+/* Completes the ops of `run` not yet handed to the kernel with `os_errno`. Any completion may be
+ * the batch's last (its other ops may have completed on the completion thread meanwhile), after
+ * which its owner may free the batch and `run` with it: the fields of `run` are read before the
+ * first one, and each op only until it is completed (an op not yet completed keeps the batch). */
+static void fail_rest(marble__aio_run *run, int os_errno)
+{
+    marble__aio_op *ops = run->ops;
+    size_t i = run->next, n = run->n;
+    run->next = n;
+    for (; i < n; i++)
+        complete_op(&ops[i], os_errno);
+}
+
 /* Outside lock, by the one thread whose flush killed the ring. */
 static void fail_dead(marble__uring *u)
 {
@@ -110,8 +123,7 @@ static void fail_dead(marble__uring *u)
     u->norphans = 0;
     for (marble__aio_run *run = u->dead_queue; run;) {
         marble__aio_run *link = run->link;
-        while (run->next < run->n)
-            complete_op(&run->ops[run->next++], u->dead);
+        fail_rest(run, u->dead);
         run = link;
     }
     u->dead_queue = NULL;
@@ -196,10 +208,7 @@ void marble__uring_submit(marble__uring *u, marble__aio_run *run)
         killed = pump(u);
     }
     pthread_mutex_unlock(&u->lock);
-    if (dead) {
-        while (run->next < run->n)
-            complete_op(&run->ops[run->next++], dead);
-    }
+    if (dead) fail_rest(run, dead);
     if (killed) fail_dead(u);
 }
 

@@ -606,3 +606,60 @@ TEST(write_back_failure_is_sticky_and_closes)
     free(data);
     close_fs(fs);
 }
+
+/* A read-ahead fill that fails part way (a gzip stream corrupt in the middle, read 100 bytes at a
+ * time): no call reports more bytes than it was asked for, and the bytes reported are the
+ * stream's. */
+TEST(failed_readahead_never_reports_more_than_asked)
+{
+    marble_fs *fs = new_fs();
+    marble_error err;
+    enum { TEXT = 200000, FIRST = 100000 };
+    uint8_t *text = malloc(TEXT);
+    ASSERT_NOT_NULL(text);
+    uint64_t s = 99;
+    for (size_t i = 0; i < TEXT; i++)
+        text[i] = (uint8_t)("abcdefgh \n"[rng_next(&s) % 10]);
+    /* Two gzip members; the second one's header is damaged. */
+    const int wflags = MARBLE_OPEN_WRITE | MARBLE_OPEN_CREATE | MARBLE_OPEN_COMPRESSED;
+    marble_file *w = NULL;
+    ASSERT_OK(marble_fs_open(fs, "mem://x.gz", wflags | MARBLE_OPEN_TRUNCATE, &w, &err));
+    ASSERT_OK(marble_file_write(w, 0, text, FIRST, &err));
+    ASSERT_OK(marble_file_close(w, &err));
+    marble_stat st;
+    ASSERT_OK(marble_fs_stat(fs, "mem://x.gz", &st, &err));
+    ASSERT_OK(marble_fs_open(fs, "mem://x.gz", wflags, &w, &err));
+    ASSERT_OK(marble_file_write(w, 0, text + FIRST, TEXT - FIRST, &err));
+    ASSERT_OK(marble_file_close(w, &err));
+    void *gz = NULL;
+    size_t gzn = 0;
+    ASSERT_OK(marble_fs_read_all(fs, "mem://x.gz", &gz, &gzn, &err));
+    ASSERT_GT_INT(gzn, st.size);
+    ((uint8_t *)gz)[st.size] ^= 0x5a;
+    ASSERT_OK(marble_fs_write_all(fs, "mem://x.gz", gz, gzn, 0, &err));
+    free(gz);
+
+    for (size_t ra = 1000; ra <= 64 * KiB; ra *= 4) {
+        marble_file *in = NULL;
+        ASSERT_OK(
+            marble_fs_open(fs, "mem://x.gz", MARBLE_OPEN_READ | MARBLE_OPEN_COMPRESSED, &in, &err));
+        marble_file *f = buffered(in, 0, ra);
+        uint8_t buf[100];
+        uint64_t off = 0;
+        int rc = MARBLE_OK;
+        while (rc == MARBLE_OK) {
+            size_t got = SIZE_MAX;
+            rc = marble_file_read(f, off, buf, sizeof buf, &got, &err);
+            ASSERT_LE_INT(got, sizeof buf);
+            ASSERT_LE_INT(off + got, FIRST);
+            ASSERT_TRUE(memcmp(buf, text + off, got) == 0);
+            if (rc == MARBLE_OK) ASSERT_GT_INT(got, 0);
+            off += got;
+        }
+        ASSERT_EQ_INT(rc, MARBLE_ERR_CORRUPTION);
+        ASSERT_CONTAINS(err.message, "corrupt");
+        marble_file_close(f, NULL);
+    }
+    free(text);
+    close_fs(fs);
+}

@@ -1,8 +1,11 @@
 /* Tests of the compression streams: round trips per codec, truncation, corruption, interop with
- * the gzip, zstd and lz4 command line tools, and the MARBLE_OPEN_COMPRESSED flag. */
+ * the gzip, zstd and lz4 command line tools, and the MARBLE_OPEN_COMPRESSED flag; and of the
+ * compressing backend: the conformance suite over local and mem, its own contract, and the files
+ * it writes read by the streams and by the tools. */
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "conformance.h"
 #include "marble/vfs.h"
 #include "marble_test.h"
 
@@ -1053,4 +1056,266 @@ TEST(interop_zstd_tool)
 TEST(interop_lz4_tool)
 {
     interop(MARBLE_CODEC_LZ4, "lz4", "-q -c", "-q -dc");
+}
+
+/* ---- the compressing backend -------------------------------------------------------------- */
+
+#define STREAM_CAPS                                                                                \
+    (MARBLE_CAP_LIST | MARBLE_CAP_SYNC | MARBLE_CAP_SYNC_DIR | MARBLE_CAP_ATOMIC_RENAME |          \
+     MARBLE_CAP_APPEND)
+
+/* A registry where `scheme` is a `c` backend over the one registered as `parent`. */
+static marble_fs *fs_with_codec(const char *scheme, marble_codec c, const char *parent,
+                                marble_vfs **out)
+{
+    marble_fs *fs = new_fs();
+    marble_error err;
+    marble_vfs *v = NULL;
+    if (marble_vfs_compress_create(marble_fs_backend(fs, parent), c, 0, &v, &err) != MARBLE_OK)
+        FAIL("creating a %s backend over %s: %s", marble_codec_name(c), parent, err.message);
+    if (marble_fs_register(fs, scheme, v, &err) != MARBLE_OK)
+        FAIL("registering %s: %s", scheme, err.message);
+    if (out) *out = v;
+    return fs;
+}
+
+/* The suite through "<scheme>://<root>", then what it cannot see: the parent holds the bytes
+ * compressed, in a file the stream wrapper reads. `root` is a path of `parent`. */
+static void compressed_conformance(marble_codec c, const char *scheme, const char *parent,
+                                   const char *root)
+{
+    marble_vfs *v;
+    marble_fs *fs = fs_with_codec(scheme, c, parent, &v);
+    marble_vfs *p = marble_fs_backend(fs, parent);
+    char name[64];
+    snprintf(name, sizeof name, "%s(%s)", marble_codec_name(c), p->name);
+    ASSERT_EQ_STR(v->name, name);
+    ASSERT_EQ_HEX(v->caps, p->caps & STREAM_CAPS);
+    ASSERT_EQ_HEX(v->caps & (MARBLE_CAP_RANDOM_READ | MARBLE_CAP_RANDOM_WRITE | MARBLE_CAP_MAP |
+                             MARBLE_CAP_TRUNCATE | MARBLE_CAP_DIRECT | MARBLE_CAP_FD),
+                  0);
+    char base[512], packed[600], raw[600];
+    snprintf(base, sizeof base, "%s://%s", scheme, root);
+    vfs_conformance(fs, base);
+
+    const size_t n = 2 * MiB + 7;
+    uint8_t *data = make_data(n, 21);
+    snprintf(packed, sizeof packed, "%s/a/packed", base);
+    if (!strcmp(parent, "mem"))
+        snprintf(raw, sizeof raw, "mem://%s/a/packed", root);
+    else
+        snprintf(raw, sizeof raw, "%s/a/packed", root);
+    marble_error err;
+    ASSERT_OK(marble_fs_write_all(fs, packed, data, n, 1, &err));
+    marble_stat st;
+    ASSERT_OK(marble_fs_stat(fs, packed, &st, &err));
+    ASSERT_LT_INT(st.size, n);
+    void *stored;
+    size_t stored_n;
+    ASSERT_OK(marble_fs_read_all(fs, raw, &stored, &stored_n, &err));
+    ASSERT_EQ_U64(st.size, stored_n);
+    free(stored);
+    expect_stream(fs, raw, c, data, n, 100000);
+    void *back;
+    size_t back_n;
+    ASSERT_OK(marble_fs_read_all(fs, packed, &back, &back_n, &err));
+    assert_same(back, back_n, data, n);
+    free(back);
+    ASSERT_OK(marble_fs_remove(fs, packed, &err));
+    free(data);
+    close_fs(fs);
+}
+
+TEST(conformance_compressed_zstd_over_local)
+{
+    char root[256];
+    snprintf(root, sizeof root, "%s/c", marble_test_tmpdir());
+    compressed_conformance(MARBLE_CODEC_ZSTD, "zstd", "file", root);
+}
+
+TEST(conformance_compressed_lz4_over_mem)
+{
+    compressed_conformance(MARBLE_CODEC_LZ4, "lz4", "mem", "cconf");
+    compressed_conformance(MARBLE_CODEC_LZ4, "lz4", "mem", "deeper/still/cconf");
+}
+
+TEST(conformance_compressed_gzip_over_local)
+{
+    char root[256];
+    snprintf(root, sizeof root, "%s/c", marble_test_tmpdir());
+    compressed_conformance(MARBLE_CODEC_GZIP, "gz", "file", root);
+}
+
+TEST(compressing_backend_contract)
+{
+    marble_fs *fs = new_fs();
+    marble_error err;
+    marble_vfs *mem = marble_fs_backend(fs, "mem");
+    marble_vfs *v = (marble_vfs *)&err;
+    ASSERT_EQ_INT(marble_vfs_compress_create(NULL, MARBLE_CODEC_ZSTD, 0, &v, &err),
+                  MARBLE_ERR_INVALID_ARGUMENT);
+    ASSERT_CONTAINS(err.message, "parent");
+    ASSERT_NULL(v);
+    ASSERT_EQ_INT(marble_vfs_compress_create(mem, MARBLE_CODEC_ZSTD, 0, NULL, &err),
+                  MARBLE_ERR_INVALID_ARGUMENT);
+    ASSERT_EQ_INT(marble_vfs_compress_create(mem, MARBLE_CODEC_NONE, 0, &v, &err),
+                  MARBLE_ERR_INVALID_ARGUMENT);
+    ASSERT_NULL(v);
+    ASSERT_CONTAINS(err.message, "none");
+    ASSERT_EQ_INT(marble_vfs_compress_create(mem, MARBLE_CODEC_GZIP, 10, &v, &err),
+                  MARBLE_ERR_INVALID_ARGUMENT);
+    ASSERT_CONTAINS(err.message, "level 10");
+    /* Destroying an unregistered backend frees only it: the parent goes on. */
+    ASSERT_OK(marble_vfs_compress_create(mem, MARBLE_CODEC_LZ4, 12, &v, &err));
+    v->destroy(v);
+    ASSERT_OK(marble_fs_write_all(fs, "mem://still-here", "x", 1, 0, &err));
+    close_fs(fs);
+
+    const char *schemes[] = {"zstd", "lz4", "gz"};
+    for (int ci = 0; ci < 3; ci++) {
+        marble_codec c = codecs[ci];
+        char uri[64], raw[64];
+        snprintf(uri, sizeof uri, "%s://f", schemes[ci]);
+        fs = fs_with_codec(schemes[ci], c, "mem", &v);
+        ASSERT_EQ_INT(v->caps & MARBLE_CAP_DIRECT, 0);
+        marble_file *f = (marble_file *)&err;
+        ASSERT_EQ_INT(marble_fs_open(fs, uri,
+                                     MARBLE_OPEN_READ | MARBLE_OPEN_WRITE | MARBLE_OPEN_CREATE, &f,
+                                     &err),
+                      MARBLE_ERR_UNSUPPORTED);
+        ASSERT_NULL(f);
+        ASSERT_CONTAINS(err.message, v->name);
+        ASSERT_CONTAINS(err.message, "not both");
+        ASSERT_EQ_INT(marble_fs_open(fs, uri,
+                                     MARBLE_OPEN_WRITE | MARBLE_OPEN_CREATE | MARBLE_OPEN_DIRECT,
+                                     &f, &err),
+                      MARBLE_ERR_UNSUPPORTED);
+
+        /* Without TRUNCATE a writer adds frames: the file reads as the old bytes, then the new. */
+        ASSERT_OK(marble_fs_write_all(fs, uri, "abc", 3, 0, &err));
+        ASSERT_OK(marble_fs_open(fs, uri, MARBLE_OPEN_WRITE, &f, &err));
+        ASSERT_EQ_INT(f->caps & (MARBLE_CAP_RANDOM_READ | MARBLE_CAP_RANDOM_WRITE | MARBLE_CAP_MAP |
+                                 MARBLE_CAP_TRUNCATE | MARBLE_CAP_FD),
+                      0);
+        ASSERT_TRUE(f->caps & MARBLE_CAP_APPEND);
+        ASSERT_EQ_INT(marble_file_write(f, 5, "x", 1, &err), MARBLE_ERR_UNSUPPORTED);
+        ASSERT_CONTAINS(err.message, uri);
+        ASSERT_OK(marble_file_write(f, 0, "def", 3, &err));
+        ASSERT_EQ_INT(marble_file_truncate(f, 0, &err), MARBLE_ERR_UNSUPPORTED);
+        uint64_t size;
+        ASSERT_OK(marble_file_size(f, &size, &err));
+        ASSERT_EQ_U64(size, 3);
+        ASSERT_OK(marble_file_close(f, &err));
+        void *got;
+        size_t gotn;
+        ASSERT_OK(marble_fs_read_all(fs, uri, &got, &gotn, &err));
+        ASSERT_EQ_INT(gotn, 6);
+        ASSERT_TRUE(!memcmp(got, "abcdef", 6));
+        free(got);
+
+        /* stat is the parent's: the stored size. */
+        marble_stat st;
+        ASSERT_OK(marble_fs_stat(fs, uri, &st, &err));
+        snprintf(raw, sizeof raw, "mem://f");
+        ASSERT_OK(marble_fs_read_all(fs, raw, &got, &gotn, &err));
+        ASSERT_EQ_U64(st.size, gotn);
+        ASSERT_NE_INT(st.size, 6);
+        free(got);
+
+        /* Reads are sequential; corrupt stored bytes are reported as such. */
+        ASSERT_OK(marble_fs_open(fs, uri, MARBLE_OPEN_READ, &f, &err));
+        char buf[8];
+        size_t n;
+        ASSERT_EQ_INT(marble_file_read(f, 2, buf, 2, &n, &err), MARBLE_ERR_UNSUPPORTED);
+        ASSERT_CONTAINS(err.message, "sequentially");
+        ASSERT_EQ_INT(marble_file_size(f, &size, &err), MARBLE_ERR_UNSUPPORTED);
+        ASSERT_OK(marble_file_read(f, 0, buf, 2, &n, &err));
+        ASSERT_EQ_INT(n, 2);
+        ASSERT_OK(marble_file_close(f, &err));
+        ASSERT_OK(marble_fs_write_all(fs, raw, "not compressed", 14, 0, &err));
+        ASSERT_EQ_INT(marble_fs_read_all(fs, uri, &got, &gotn, &err), MARBLE_ERR_CORRUPTION);
+        ASSERT_CONTAINS(err.message, marble_codec_name(c));
+        ASSERT_NULL(got);
+        snprintf(raw, sizeof raw, "%s://nope", schemes[ci]);
+        ASSERT_EQ_INT(marble_fs_open(fs, raw, MARBLE_OPEN_READ, &f, &err), MARBLE_ERR_NOT_FOUND);
+        ASSERT_CONTAINS(err.message, "nope");
+        close_fs(fs);
+    }
+}
+
+/* A file written through the backend is a standard file of its format: the stream wrapper
+ * reads it from the parent, and so does the codec's command line tool; the tool's own files read
+ * through the backend. */
+static void backend_writes_standard_files(marble_codec c, const char *scheme, const char *tool,
+                                          const char *compress_args, const char *decompress_args)
+{
+    static const uint8_t magic[][4] = {
+        {0x28, 0xB5, 0x2F, 0xFD}, {0x04, 0x22, 0x4D, 0x18}, {0x1F, 0x8B, 0x08, 0x00}};
+    static const size_t magic_n[] = {4, 4, 3};
+    const size_t n = 3 * MiB + 11;
+    uint8_t *data = make_data(n, 22);
+    marble_fs *fs = fs_with_codec(scheme, c, "file", NULL);
+    marble_error err;
+    const char *dir = marble_test_tmpdir();
+    char plain[512], uri[600], raw[512], theirs[512], out[512], cmd[2048];
+    snprintf(plain, sizeof plain, "%s/valid.%s", dir, ext_of(c));
+    snprintf(uri, sizeof uri, "%s://%s", scheme, plain);
+    marble_file *f = NULL;
+    ASSERT_OK(marble_fs_open(fs, uri, MARBLE_OPEN_WRITE | MARBLE_OPEN_CREATE | MARBLE_OPEN_TRUNCATE,
+                             &f, &err));
+    write_all_to(f, data, n / 2, 65536 + 3);
+    ASSERT_OK(marble_file_sync(f, MARBLE_SYNC_DATA, &err));
+    ASSERT_OK(marble_file_write(f, n / 2, data + n / 2, n - n / 2, &err));
+    ASSERT_OK(marble_file_close(f, &err));
+
+    ASSERT_OK(marble_fs_open(fs, plain, MARBLE_OPEN_READ, &f, &err));
+    uint8_t head[4];
+    ASSERT_OK(marble_file_read_exact(f, 0, head, 4, &err));
+    ASSERT_OK(marble_file_close(f, &err));
+    ASSERT_EQ_INT(memcmp(head, magic[(int)c - 1], magic_n[(int)c - 1]), 0);
+    expect_stream(fs, plain, c, data, n, 100000);
+    ASSERT_OK(marble_fs_open(fs, plain, MARBLE_OPEN_READ | MARBLE_OPEN_COMPRESSED, &f, &err));
+    uint8_t *got;
+    size_t gotn;
+    ASSERT_OK(read_to_end(f, MiB, &got, &gotn, &err));
+    assert_same(got, gotn, data, n);
+    free(got);
+    ASSERT_OK(marble_file_close(f, &err));
+
+    if (!has_command(tool)) {
+        printf("note: `%s` is not installed; skipping its check of the backend's %s files\n", tool,
+               marble_codec_name(c));
+    } else {
+        snprintf(out, sizeof out, "%s/valid.out", dir);
+        snprintf(cmd, sizeof cmd, "%s %s < '%s' > '%s'", tool, decompress_args, plain, out);
+        run_shell(cmd);
+        got = read_file(out, &gotn);
+        assert_same(got, gotn, data, n);
+        free(got);
+
+        snprintf(raw, sizeof raw, "%s/valid.raw", dir);
+        snprintf(theirs, sizeof theirs, "%s/theirs.%s", dir, ext_of(c));
+        write_file(raw, data, n);
+        snprintf(cmd, sizeof cmd, "%s %s < '%s' > '%s'", tool, compress_args, raw, theirs);
+        run_shell(cmd);
+        snprintf(uri, sizeof uri, "%s://%s", scheme, theirs);
+        void *back;
+        size_t back_n;
+        ASSERT_OK(marble_fs_read_all(fs, uri, &back, &back_n, &err));
+        assert_same(back, back_n, data, n);
+        free(back);
+    }
+    close_fs(fs);
+    free(data);
+}
+
+TEST(backend_writes_valid_zst)
+{
+    backend_writes_standard_files(MARBLE_CODEC_ZSTD, "zstd", "zstd", "-q -c", "-q -dc");
+}
+
+TEST(backend_writes_valid_lz4_and_gz)
+{
+    backend_writes_standard_files(MARBLE_CODEC_LZ4, "lz4", "lz4", "-q -c", "-q -dc");
+    backend_writes_standard_files(MARBLE_CODEC_GZIP, "gz", "gzip", "-c", "-dc");
 }

@@ -293,7 +293,9 @@ TEST(nth_sync)
         OK(marble_file_sync(f, MARBLE_SYNC_FULL, &e_));
         int rc = marble_file_sync(f, MARBLE_SYNC_DATA, &err);
         expect_injected(rc, &err, w, "sync", shown_name(&t, "s"));
-        OK(marble_file_sync(f, MARBLE_SYNC_DATA, &e_));
+        /* Not retried into success (see sync_failure_is_sticky). */
+        ASSERT_EQ_INT(marble_file_sync(f, MARBLE_SYNC_DATA, &err), MARBLE_ERR_IO);
+        ASSERT_CONTAINS(err.message, "failed earlier");
         marble_fault_fail_nth(t.fault, MARBLE_FAULT_SYNC, 1, errnos[w]);
         rc = marble_fs_sync_dir(t.fs, F(&t, ""), &err);
         ASSERT_EQ_INT(rc, codes[w]);
@@ -821,4 +823,237 @@ TEST(crash_concurrent_writers)
         }
         env_close(&t);
     }
+}
+
+/* ---- a failed sync is not retried into success ----------------------------------------- */
+
+/* Every sync of `f` fails, naming the failure (`which` of errnos[] on sync #nth). */
+static void expect_sync_fails_earlier(marble_file *f, const char *what, int which, uint64_t nth)
+{
+    marble_error err;
+    ASSERT_EQ_INT(marble_file_sync(f, MARBLE_SYNC_FULL, &err), MARBLE_ERR_IO);
+    char want[96];
+    snprintf(want, sizeof want, "failed earlier (injected %s on sync #%" PRIu64 ")",
+             errno_names[which], nth);
+    ASSERT_CONTAINS(err.message, want);
+    ASSERT_CONTAINS(err.message, what);
+    ASSERT_CONTAINS(err.message, "may be lost");
+    ASSERT_EQ_INT(marble_file_sync(f, MARBLE_SYNC_DATA, &err), MARBLE_ERR_IO);
+    ASSERT_CONTAINS(err.message, want);
+}
+
+static void sync_failure_is_sticky(int local)
+{
+    env t;
+    env_open(&t, local);
+    marble_file *f = fopen_w(&t, "s", MARBLE_OPEN_CREATE);
+    sync_dir(&t);
+    wr(f, 0, "durable");
+    OK(marble_file_sync(f, MARBLE_SYNC_FULL, &e_));
+    wr(f, 0, "LOST");
+    OK(marble_file_append(f, "+tail", 5, &e_));
+    const uint64_t nth = marble_fault_count(t.fault, MARBLE_FAULT_SYNC) + 1;
+    marble_fault_fail_nth(t.fault, MARBLE_FAULT_SYNC, 1, EIO);
+    marble_error err;
+    ASSERT_EQ_INT(marble_file_sync(f, MARBLE_SYNC_FULL, &err), MARBLE_ERR_IO);
+    ASSERT_CONTAINS(err.message, "injected EIO on sync #");
+    /* The retry, later writes, other handles, a reopen: every sync of the file fails. */
+    expect_sync_fails_earlier(f, shown_name(&t, "s"), 0, nth);
+    marble_file *g = fopen_w(&t, "s", 0);
+    marble_file *ro = NULL;
+    OK(marble_fs_open(t.fs, F(&t, "s"), MARBLE_OPEN_READ, &ro, &e_));
+    wr(g, 4, "!");
+    expect_sync_fails_earlier(g, shown_name(&t, "s"), 0, nth);
+    expect_sync_fails_earlier(ro, shown_name(&t, "s"), 0, nth);
+    OK(marble_file_close(f, &e_));
+    OK(marble_file_close(g, &e_));
+    OK(marble_file_close(ro, &e_));
+    f = fopen_w(&t, "s", 0);
+    expect_sync_fails_earlier(f, shown_name(&t, "s"), 0, nth);
+    OK(marble_file_close(f, &e_));
+    /* Other files are not affected. */
+    OK(marble_fs_write_all(t.fs, F(&t, "other"), "fine", 4, 1, &e_));
+    expect_content(&t, "s", "LOST!le+tail");
+    crash(&t);
+    expect_content(&t, "s", "durable");
+    expect_content(&t, "other", "fine");
+
+    /* After the reboot syncs work again; rewriting the file from scratch also clears it. */
+    f = fopen_w(&t, "s", 0);
+    wr(f, 0, "again");
+    OK(marble_file_sync(f, MARBLE_SYNC_FULL, &e_));
+    wr(f, 0, "AGAIN");
+    const uint64_t nth2 = marble_fault_count(t.fault, MARBLE_FAULT_SYNC) + 1;
+    marble_fault_fail_nth(t.fault, MARBLE_FAULT_SYNC, 1, ENOSPC);
+    ASSERT_EQ_INT(marble_file_sync(f, MARBLE_SYNC_DATA, &err), MARBLE_ERR_NO_SPACE);
+    expect_sync_fails_earlier(f, shown_name(&t, "s"), 1, nth2);
+    OK(marble_file_close(f, &e_));
+    f = fopen_w(&t, "s", MARBLE_OPEN_TRUNCATE);
+    wr(f, 0, "rewritten");
+    OK(marble_file_sync(f, MARBLE_SYNC_FULL, &e_));
+    wr(f, 0, "unsynced!");
+    OK(marble_file_close(f, &e_));
+    crash(&t);
+    expect_content(&t, "s", "rewritten");
+
+    /* A failed sync of a file replaced since does not stick to the new one. */
+    f = fopen_w(&t, "s", 0);
+    wr(f, 0, "x");
+    marble_fault_fail_nth(t.fault, MARBLE_FAULT_SYNC, 1, EIO);
+    ASSERT_EQ_INT(marble_file_sync(f, MARBLE_SYNC_FULL, &err), MARBLE_ERR_IO);
+    OK(marble_file_close(f, &e_));
+    OK(marble_fs_write_all(t.fs, F(&t, "s.tmp"), "replaced", 8, 0, &e_));
+    OK(marble_fs_rename(t.fs, F(&t, "s.tmp"), F(&t, "s"), 1, &e_));
+    f = fopen_w(&t, "s", 0);
+    OK(marble_file_sync(f, MARBLE_SYNC_FULL, &e_));
+    OK(marble_file_close(f, &e_));
+    crash(&t);
+    expect_content(&t, "s", "replaced");
+    env_close(&t);
+}
+
+TEST(sync_failure_is_sticky_mem)
+{
+    sync_failure_is_sticky(0);
+}
+
+TEST(sync_failure_is_sticky_local)
+{
+    sync_failure_is_sticky(1);
+}
+
+/* ---- spellings of a path --------------------------------------------------------------- */
+
+/* `root` as the wrapper sees it, spelled with "//" and "/./" inside. */
+static const char *odd(env *t, const char *a, const char *b)
+{
+    char *buf = t->buf[t->k++ % 8];
+    snprintf(buf, sizeof t->buf[0], "fault://%s%s%s", t->root, a, b);
+    return buf;
+}
+
+static void path_spellings(int local)
+{
+    env t;
+    env_open(&t, local);
+    const char *dirs[] = {"d1", "d2", "d3", "d4", "d5", "d6"};
+    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++)
+        OK(marble_fs_mkdir(t.fs, F(&t, dirs[i]), 0, &e_));
+    put(&t, "d5/a", "A");
+    put(&t, "d5/x", "X");
+    put(&t, "d6/g", "old");
+    /* Created under one spelling, the directory synced under another: durable. */
+    OK(marble_fs_write_all(t.fs, odd(&t, "/./d1/", "f"), "one", 3, 0, &e_));
+    OK(marble_fs_sync_dir(t.fs, F(&t, "d1"), &e_));
+    OK(marble_fs_write_all(t.fs, odd(&t, "/d2//", "f"), "two", 3, 0, &e_));
+    OK(marble_fs_sync_dir(t.fs, F(&t, "d2"), &e_));
+    OK(marble_fs_write_all(t.fs, F(&t, "d3/f"), "three", 5, 0, &e_));
+    OK(marble_fs_sync_dir(t.fs, odd(&t, "//./d3", "//"), &e_));
+    /* Renamed and removed under odd spellings, synced under plain ones. */
+    OK(marble_fs_rename(t.fs, odd(&t, "//d5/", "a"), odd(&t, "/d5/./", "b"), 0, &e_));
+    OK(marble_fs_remove(t.fs, odd(&t, "/./d5//", "x"), &e_));
+    OK(marble_fs_sync_dir(t.fs, F(&t, "d5"), &e_));
+    /* One file opened under two spellings: a sync through either covers both. */
+    marble_file *h1 = NULL, *h2 = NULL;
+    OK(marble_fs_open(t.fs, odd(&t, "/d6//", "g"), MARBLE_OPEN_WRITE, &h1, &e_));
+    OK(marble_fs_open(t.fs, odd(&t, "/./d6/", "g"), MARBLE_OPEN_WRITE, &h2, &e_));
+    wr(h1, 0, "new");
+    OK(marble_file_sync(h2, MARBLE_SYNC_FULL, &e_));
+    /* Not synced under any spelling: undone. */
+    OK(marble_fs_write_all(t.fs, odd(&t, "/./d4//", "f"), "four", 4, 0, &e_));
+    OK(marble_fs_sync_dir(t.fs, odd(&t, "/./d2", "/"), &e_));
+    crash(&t);
+    expect_content(&t, "d1/f", "one");
+    expect_content(&t, "d2/f", "two");
+    expect_content(&t, "d3/f", "three");
+    expect_absent(&t, "d4/f");
+    expect_absent(&t, "d5/a");
+    expect_content(&t, "d5/b", "A");
+    expect_absent(&t, "d5/x");
+    expect_content(&t, "d6/g", "new");
+    expect_dead(h1);
+    expect_dead(h2);
+    env_close(&t);
+}
+
+TEST(path_spellings_mem)
+{
+    path_spellings(0);
+}
+
+TEST(path_spellings_local)
+{
+    path_spellings(1);
+}
+
+/* Relative paths starting with "./" (mem only: local paths here are absolute). */
+TEST(path_spellings_leading_dot)
+{
+    env t;
+    env_open(&t, 0);
+    OK(marble_fs_write_all(t.fs, "fault://./t/f", "kept", 4, 0, &e_));
+    OK(marble_fs_sync_dir(t.fs, "fault://./t", &e_));
+    OK(marble_fs_write_all(t.fs, "fault://././t/g", "kept too", 8, 0, &e_));
+    OK(marble_fs_sync_dir(t.fs, "fault://t/", &e_));
+    OK(marble_fs_write_all(t.fs, "fault://t/h", "gone", 4, 0, &e_));
+    OK(marble_fs_sync_dir(t.fs, "fault://./t/.", &e_));
+    OK(marble_fs_remove(t.fs, "fault://./t/h", &e_));
+    crash(&t);
+    expect_content(&t, "f", "kept");
+    expect_content(&t, "g", "kept too");
+    expect_content(&t, "h", "gone");
+    env_close(&t);
+}
+
+/* ---- syncs through read-only handles --------------------------------------------------- */
+
+static void sync_through_read_only(int local)
+{
+    env t;
+    env_open(&t, local);
+    /* fsync flushes the file whatever the access mode of the descriptor. */
+    put(&t, "r", "old");
+    marble_file *w = fopen_w(&t, "r", 0), *ro = NULL;
+    wr(w, 0, "new!");
+    OK(marble_fs_open(t.fs, F(&t, "r"), MARBLE_OPEN_READ, &ro, &e_));
+    OK(marble_file_sync(ro, MARBLE_SYNC_DATA, &e_));
+    wr(w, 4, "?");
+    OK(marble_file_close(w, &e_));
+    /* A read-only handle opened before any writer. */
+    put(&t, "early", "1111");
+    marble_file *ro2 = NULL;
+    OK(marble_fs_open(t.fs, F(&t, "early"), MARBLE_OPEN_READ, &ro2, &e_));
+    w = fopen_w(&t, "early", 0);
+    wr(w, 0, "22");
+    OK(marble_file_close(w, &e_));
+    OK(marble_file_sync(ro2, MARBLE_SYNC_FULL, &e_));
+    /* A read-only handle syncs its own file, not whatever took its name since. */
+    put(&t, "a", "A");
+    put(&t, "b", "B");
+    marble_file *ra = NULL;
+    OK(marble_fs_open(t.fs, F(&t, "a"), MARBLE_OPEN_READ, &ra, &e_));
+    w = fopen_w(&t, "b", 0);
+    wr(w, 0, "BBBB");
+    OK(marble_file_close(w, &e_));
+    OK(marble_fs_rename(t.fs, F(&t, "b"), F(&t, "a"), 1, &e_));
+    OK(marble_file_sync(ra, MARBLE_SYNC_FULL, &e_));
+    crash(&t);
+    expect_content(&t, "r", "new!");
+    expect_content(&t, "early", "2211");
+    expect_content(&t, "a", "B");
+    expect_absent(&t, "b");
+    expect_dead(ro);
+    expect_dead(ro2);
+    expect_dead(ra);
+    env_close(&t);
+}
+
+TEST(sync_through_read_only_mem)
+{
+    sync_through_read_only(0);
+}
+
+TEST(sync_through_read_only_local)
+{
+    sync_through_read_only(1);
 }

@@ -398,3 +398,233 @@ TEST(pool_threads_never_exceed_limit)
     ASSERT_EQ_U64(fs_open_files(fs), 0);
     close_fs(fs);
 }
+
+/* ---- an open in flight while the URI is evicted ------------------------------------------- */
+
+/* A backend over "mem" whose open, once armed, opens the file and then waits for the test to let
+ * it return: the window in which a pooled open runs unlocked. */
+typedef struct gate {
+    marble_vfs base;
+    marble_vfs *mem;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    int armed, inside, go;
+} gate;
+
+static int gate_open(marble_vfs *v, const char *path, int flags, marble_file **out,
+                     marble_error *err)
+{
+    gate *g = v->data;
+    int rc = g->mem->open(g->mem, path, flags, out, err);
+    pthread_mutex_lock(&g->mu);
+    if (g->armed) {
+        g->armed = 0;
+        g->inside = 1;
+        pthread_cond_broadcast(&g->cond);
+        while (!g->go)
+            pthread_cond_wait(&g->cond, &g->mu);
+        g->inside = 0;
+        g->go = 0;
+    }
+    pthread_mutex_unlock(&g->mu);
+    return rc;
+}
+
+static int gate_stat(marble_vfs *v, const char *path, marble_stat *out, marble_error *err)
+{
+    gate *g = v->data;
+    return g->mem->stat(g->mem, path, out, err);
+}
+
+static int gate_list(marble_vfs *v, const char *dir, marble_dirent_fn fn, void *ud,
+                     marble_error *err)
+{
+    gate *g = v->data;
+    return g->mem->list(g->mem, dir, fn, ud, err);
+}
+
+static int gate_mkdir(marble_vfs *v, const char *path, marble_error *err)
+{
+    gate *g = v->data;
+    return g->mem->mkdir(g->mem, path, err);
+}
+
+static int gate_remove(marble_vfs *v, const char *path, marble_error *err)
+{
+    gate *g = v->data;
+    return g->mem->remove(g->mem, path, err);
+}
+
+static int gate_rename(marble_vfs *v, const char *from, const char *to, marble_error *err)
+{
+    gate *g = v->data;
+    return g->mem->rename(g->mem, from, to, err);
+}
+
+static int gate_sync_dir(marble_vfs *v, const char *path, marble_error *err)
+{
+    gate *g = v->data;
+    return g->mem->sync_dir(g->mem, path, err);
+}
+
+static int gate_control(marble_vfs *v, int op, void *arg)
+{
+    gate *g = v->data;
+    return g->mem->control(g->mem, op, arg);
+}
+
+static void gate_destroy(marble_vfs *v)
+{
+    gate *g = v->data;
+    pthread_cond_destroy(&g->cond);
+    pthread_mutex_destroy(&g->mu);
+    free(g);
+}
+
+static gate *gate_register(marble_fs *fs)
+{
+    gate *g = calloc(1, sizeof *g);
+    ASSERT_NOT_NULL(g);
+    g->mem = marble_fs_backend(fs, "mem");
+    ASSERT_NOT_NULL(g->mem);
+    pthread_mutex_init(&g->mu, NULL);
+    pthread_cond_init(&g->cond, NULL);
+    g->base = (marble_vfs){
+        .version = MARBLE_VFS_VERSION,
+        .name = "gate",
+        .caps = g->mem->caps,
+        .data = g,
+        .open = gate_open,
+        .stat = gate_stat,
+        .list = gate_list,
+        .mkdir = gate_mkdir,
+        .remove = gate_remove,
+        .rename = gate_rename,
+        .sync_dir = gate_sync_dir,
+        .control = gate_control,
+        .destroy = gate_destroy,
+    };
+    OK(marble_fs_register(fs, "gate", &g->base, &e_));
+    return g;
+}
+
+static void gate_arm(gate *g)
+{
+    pthread_mutex_lock(&g->mu);
+    g->armed = 1;
+    pthread_mutex_unlock(&g->mu);
+}
+
+static void gate_wait_inside(gate *g)
+{
+    pthread_mutex_lock(&g->mu);
+    while (!g->inside)
+        pthread_cond_wait(&g->cond, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+}
+
+static void gate_release(gate *g)
+{
+    pthread_mutex_lock(&g->mu);
+    g->go = 1;
+    pthread_cond_broadcast(&g->cond);
+    pthread_mutex_unlock(&g->mu);
+}
+
+typedef struct opener {
+    marble_handle_pool *p;
+    const char *uri;
+    marble_file *f;
+    int rc;
+} opener;
+
+static void *opener_thread(void *arg)
+{
+    opener *o = arg;
+    o->rc = marble_handle_pool_acquire(o->p, o->uri, MARBLE_OPEN_READ, &o->f, NULL);
+    return NULL;
+}
+
+static void expect_text(marble_file *f, const char *text)
+{
+    char buf[32] = {0};
+    size_t got = 0;
+    OK(marble_file_read(f, 0, buf, sizeof buf - 1, &got, &e_));
+    ASSERT_EQ_STR(buf, text);
+}
+
+static void replace_text(marble_fs *fs, const char *uri, const char *text)
+{
+    char tmp[64];
+    snprintf(tmp, sizeof tmp, "%s.tmp", uri);
+    OK(marble_fs_write_all(fs, tmp, text, strlen(text), 0, &e_));
+    OK(marble_fs_rename(fs, tmp, uri, 0, &e_));
+}
+
+TEST(pool_evict_during_open)
+{
+    marble_fs *fs;
+    OK(marble_fs_create(&fs, &e_));
+    gate *g = gate_register(fs);
+    OK(marble_fs_mkdir(fs, "gate://g", 1, &e_));
+    OK(marble_fs_write_all(fs, "gate://g/f", "old", 3, 0, &e_));
+    OK(marble_fs_write_all(fs, "gate://g/other", "other", 5, 0, &e_));
+    marble_handle_pool *p = new_pool(fs, 4, 0);
+
+    /* The open of the old file is under way when the file is replaced and the URI evicted: the
+     * handle it returns serves its caller, and is closed on release instead of being reused. */
+    gate_arm(g);
+    opener o = {p, "gate://g/f", NULL, -1};
+    pthread_t th;
+    ASSERT_OK(pthread_create(&th, NULL, opener_thread, &o));
+    gate_wait_inside(g);
+    replace_text(fs, "gate://g/f", "new");
+    marble_handle_pool_evict(p, "gate://g/f");
+    gate_release(g);
+    pthread_join(th, NULL);
+    OK(o.rc);
+    expect_text(o.f, "old");
+    marble_handle_pool_release(p, o.f);
+    ASSERT_EQ_INT(stats(p).open, 0);
+    ASSERT_EQ_U64(fs_open_files(fs), 0);
+    ASSERT_EQ_U64(stats(p).evictions, 1);
+    uint64_t misses = stats(p).misses;
+    marble_file *f = NULL;
+    OK(marble_handle_pool_acquire(p, "gate://g/f", MARBLE_OPEN_READ, &f, &e_));
+    ASSERT_EQ_U64(stats(p).misses, misses + 1);
+    expect_text(f, "new");
+    marble_handle_pool_release(p, f);
+
+    /* Evicting another URI meanwhile leaves the new handle reusable. */
+    gate_arm(g);
+    o = (opener){p, "gate://g/other", NULL, -1};
+    ASSERT_OK(pthread_create(&th, NULL, opener_thread, &o));
+    gate_wait_inside(g);
+    marble_handle_pool_evict(p, "gate://g/f");
+    gate_release(g);
+    pthread_join(th, NULL);
+    OK(o.rc);
+    marble_file *first = o.f;
+    marble_handle_pool_release(p, first);
+    OK(marble_handle_pool_acquire(p, "gate://g/other", MARBLE_OPEN_READ, &f, &e_));
+    ASSERT_EQ_PTR(f, first);
+    expect_text(f, "other");
+    marble_handle_pool_release(p, f);
+
+    /* A failed open in flight while its URI is evicted leaves nothing behind. */
+    gate_arm(g);
+    o = (opener){p, "gate://g/missing", NULL, -1};
+    ASSERT_OK(pthread_create(&th, NULL, opener_thread, &o));
+    gate_wait_inside(g);
+    marble_handle_pool_evict(p, "gate://g/missing");
+    gate_release(g);
+    pthread_join(th, NULL);
+    ASSERT_EQ_INT(o.rc, MARBLE_ERR_NOT_FOUND);
+    ASSERT_NULL(o.f);
+    ASSERT_EQ_INT(stats(p).in_use, 0);
+    ASSERT_EQ_INT(stats(p).open, 1);
+
+    OK(marble_handle_pool_destroy(p, &e_));
+    ASSERT_EQ_U64(fs_open_files(fs), 0);
+    close_fs(fs);
+}
