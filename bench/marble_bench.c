@@ -1,4 +1,5 @@
-/* marble-bench: Marble's benchmark driver (`sched`: task schedulers; `vfs`: file I/O). */
+/* marble-bench: Marble's benchmark driver (`sched`: task schedulers; `vfs`: file I/O; `arrow`:
+ * Arrow IPC). */
 #include "bench_sched.h"
 #include "bench_tree.h"
 
@@ -61,6 +62,8 @@ static void usage(FILE *f)
         "  sched   task schedulers: marble's work-stealing scheduler side by side with\n"
         "          mutex_pool (one global mutex+condvar FIFO queue, the design it replaces),\n"
         "          openmp (gcc's OpenMP tasks) and tbb (oneTBB task_group)\n"
+        "  arrow   Arrow IPC write/read (uncompressed, LZ4, ZSTD) and zero-copy mapped reads\n"
+        "          (marble-bench arrow --help)\n"
         "  vfs     file I/O through the VFS: sequential raw vs buffered, random 4 KiB reads\n"
         "          (pread, mmap, io_uring, open-read-close, handle pool), codecs, beside\n"
         "          memcpy as the ceiling\n"
@@ -736,8 +739,9 @@ int main(int argc, char **argv)
     }
     if (!strcmp(argv[1], "sched")) return bench_sched(argc - 2, argv + 2);
     if (!strcmp(argv[1], "vfs")) return bench_vfs_area(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "arrow")) return bench_arrow_area(argc - 2, argv + 2);
     fprintf(stderr,
-            "marble-bench: unknown area '%s' (known: sched, vfs; see marble-bench --help)\n",
+            "marble-bench: unknown area '%s' (known: sched, vfs, arrow; see marble-bench --help)\n",
             argv[1]);
     return 2;
 }

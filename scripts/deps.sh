@@ -9,7 +9,13 @@ pkgs=(
   libzstd-dev liblz4-dev zlib1g-dev  # compression (src/vfs/compress.c, Arrow IPC bodies)
   liburing-dev    # io_uring async reads (src/vfs/uring_linux.c)
   libtbb-dev      # oneTBB: benchmark peer only (bench/peers/tbb_sched.cpp)
+  clang libclang-rt-14-dev  # libFuzzer for scripts/fuzz.sh (tests/fuzz)
 )
+
+# Node.js >= 18 and npm for tests/interop (apache-arrow JS), checked by command rather than by
+# package: NodeSource's nodejs bundles npm and conflicts with Debian's npm package.
+command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
+command -v npm >/dev/null 2>&1 || pkgs+=(npm)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -284,9 +284,10 @@ MARBLE_API int marble_ipc_writer_finish(marble_ipc_writer *w, marble_error *err)
 /* Frees (without finishing if finish was not called). Accepts NULL. */
 MARBLE_API void marble_ipc_writer_destroy(marble_ipc_writer *w);
 
-/* An immutable byte range the reader may point into. `release(owner)` is called when the reader
- * and every array made from it are gone; `retain(owner)` when another reference is taken. Both
- * may be NULL for memory that outlives everything (or for a caller-managed lifetime). */
+/* An immutable byte range the reader may point into. On success the reader takes one reference:
+ * retain(owner) is called once, if set; release(owner) is called exactly once, when the reader,
+ * its streams and every array made from it are gone, from whichever thread drops the last one.
+ * A failed open calls neither. Both may be NULL for memory that outlives everything. */
 typedef struct marble_ipc_source {
     const uint8_t *data;
     size_t size;
@@ -309,11 +310,14 @@ MARBLE_API int marble_ipc_reader_schema(marble_ipc_reader *r, struct ArrowSchema
 /* Number of record batches: from the footer for files; for streams, counted on open. */
 MARBLE_API int64_t marble_ipc_reader_num_batches(const marble_ipc_reader *r);
 /* Record batch i as a "+s" array. Uncompressed buffers point into the source (zero copy);
- * compressed ones are decompressed into owned memory. The array keeps the source alive. */
+ * compressed ones are decompressed into owned memory. The array keeps the source alive. The
+ * batch is validated structurally (MARBLE_VALIDATE_DEFAULT); call marble_arrow_array_validate
+ * with MARBLE_VALIDATE_UTF8 as well when utf8 columns of untrusted files must be valid UTF-8. */
 MARBLE_API int marble_ipc_reader_read(marble_ipc_reader *r, int64_t i, struct ArrowArray *out,
                                       marble_error *err);
 /* An ArrowArrayStream over every batch; it keeps what it needs alive (the reader may be
- * destroyed after this call). */
+ * destroyed after this call). As the C Stream Interface requires, its callbacks return errno
+ * codes (EIO, ENOMEM, EINVAL, ENOTSUP) and get_last_error gives the message. */
 MARBLE_API int marble_ipc_reader_stream(marble_ipc_reader *r, struct ArrowArrayStream *out,
                                         marble_error *err);
 

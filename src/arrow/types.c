@@ -56,15 +56,15 @@ static int parse_fixed_width(const char *format, marble_arrow_type *out, marble_
     for (; *p; p++) {
         if (*p < '0' || *p > '9') goto bad;
         n = n * 10 + (*p - '0');
-        if (n > INT32_MAX) goto bad;
+        if (n > INT32_MAX / 8) goto bad; /* the width in bits must fit an int */
     }
     set_simple(out, MARBLE_ARROW_FIXED_SIZE_BINARY);
     out->byte_width = (int32_t)n;
     return MARBLE_OK;
 bad:
     return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
-                            "bad Arrow format string \"%.64s\": expected \"w:N\" with N a positive "
-                            "32-bit integer",
+                            "bad Arrow format string \"%.64s\": expected \"w:N\" with N from 1 to "
+                            "268435455",
                             format);
 }
 
@@ -197,7 +197,9 @@ marble__arrow_layout marble__arrow_layout_of(const marble_arrow_type *t)
 int64_t marble__arrow_values_bytes(const marble__arrow_layout *l, int64_t n)
 {
     if (l->value_bits == 1) return marble__arrow_bitmap_bytes(n);
-    return n * (l->value_bits / 8);
+    int64_t w = l->value_bits / 8;
+    if (w && n > INT64_MAX / w) return INT64_MAX; /* saturate: callers compare, never allocate */
+    return n * w;
 }
 
 const char *marble__arrow_field_name(const struct ArrowSchema *schema)

@@ -219,7 +219,7 @@ static int validate_rec(const struct ArrowSchema *s, const struct ArrowArray *a,
                         (long long)end);
     }
     if (l.value_bits) {
-        if (!a->buffers[1] && marble__arrow_values_bytes(&l, end) > 0)
+        if (!a->buffers[1] && end > 0)
             return fail(err, path, "buffer 1 (values) is NULL with offset + length %lld",
                         (long long)end);
     } else if (l.offset_bytes) {

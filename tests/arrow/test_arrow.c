@@ -156,7 +156,7 @@ static const type_case type_cases[] = {
     {"Z", MARBLE_ARROW_LARGE_BINARY, 0, "large_binary"},
     {"w:1", MARBLE_ARROW_FIXED_SIZE_BINARY, 1, "fixed_size_binary[1]"},
     {"w:16", MARBLE_ARROW_FIXED_SIZE_BINARY, 16, "fixed_size_binary[16]"},
-    {"w:2147483647", MARBLE_ARROW_FIXED_SIZE_BINARY, INT32_MAX, "fixed_size_binary[2147483647]"},
+    {"w:268435455", MARBLE_ARROW_FIXED_SIZE_BINARY, 268435455, "fixed_size_binary[268435455]"},
     {"tdD", MARBLE_ARROW_DATE32, 4, "date32"},
     {"tss:", MARBLE_ARROW_TIMESTAMP, 8, "timestamp[s]"},
     {"tsm:", MARBLE_ARROW_TIMESTAMP, 8, "timestamp[ms]"},
@@ -209,7 +209,7 @@ TEST(type_parse_timestamp_units_and_timezone)
 TEST(type_parse_fixed_width_is_strict)
 {
     const char *bad[] = {"w:",    "w:0",  "w:-1",  "w:12x",        "w:x12",
-                         "w: 12", "w:+5", "w:012", "w:2147483648", "w:99999999999999999999",
+                         "w: 12", "w:+5", "w:012", "w:268435456", "w:2147483648", "w:99999999999999999999",
                          "w:1.5"};
     marble_arrow_type t;
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
