@@ -63,9 +63,17 @@ typedef struct group_impl {
 _Static_assert(sizeof(group_impl) <= sizeof(marble_group), "marble_group too small");
 
 typedef struct task {
-    marble_task_fn fn;
-    void *arg;
-    group_impl *g;
+    union {
+        struct { /* while queued or running */
+            marble_task_fn fn;
+            void *arg;
+            group_impl *g;
+        };
+        struct { /* while free, the head of a batch in the global pool */
+            struct task *batch_next;
+            size_t batch_n;
+        };
+    };
     struct task *next;
     _Atomic uint32_t block_state;
 } task;
@@ -149,8 +157,7 @@ struct marble_sched {
     _Atomic uint64_t ext_skipped;
 
     pthread_mutex_t pool_mu;
-    task *pool_free;
-    size_t pool_nfree;
+    task *pool_batches; /* chains of free tasks, linked through their heads' batch_next */
     void **slabs;
     size_t nslabs, cap_slabs;
 
@@ -201,54 +208,63 @@ static inline worker *self_in(const marble_sched *s)
 
 /* ---- task memory --------------------------------------------------------------------------- */
 
+/* The global pool holds whole chains ("batches") of free tasks, so moving CACHE_REFILL tasks
+ * between a cache and the pool is a pointer swap under pool_mu: the nodes themselves, last
+ * touched on another core, are not walked while the lock is held. */
 static bool pool_refill(marble_sched *s, task_cache *c)
 {
     pthread_mutex_lock(&s->pool_mu);
-    if (s->pool_nfree < CACHE_REFILL) {
+    task *b = s->pool_batches;
+    if (b) s->pool_batches = b->batch_next;
+    pthread_mutex_unlock(&s->pool_mu);
+    if (!b) {
+        task *slab = aligned_alloc(64, TASK_SLAB * sizeof(task));
+        if (!slab) return false;
+        for (int i = 0; i < TASK_SLAB; i++) slab[i].next = (i + 1) % CACHE_REFILL ? &slab[i + 1] : NULL;
+        pthread_mutex_lock(&s->pool_mu);
         if (s->nslabs == s->cap_slabs) {
             size_t cap = s->cap_slabs ? s->cap_slabs * 2 : 16;
             void **n = realloc(s->slabs, cap * sizeof *n);
-            if (!n) goto fail;
+            if (!n) {
+                pthread_mutex_unlock(&s->pool_mu);
+                free(slab);
+                return false;
+            }
             s->slabs = n;
             s->cap_slabs = cap;
         }
-        task *slab = aligned_alloc(64, TASK_SLAB * sizeof(task));
-        if (!slab) goto fail;
         s->slabs[s->nslabs++] = slab;
-        for (int i = 0; i < TASK_SLAB; i++) {
-            slab[i].next = s->pool_free;
-            s->pool_free = &slab[i];
+        for (int i = CACHE_REFILL; i < TASK_SLAB; i += CACHE_REFILL) {
+            slab[i].batch_n = CACHE_REFILL;
+            slab[i].batch_next = s->pool_batches;
+            s->pool_batches = &slab[i];
         }
-        s->pool_nfree += TASK_SLAB;
+        pthread_mutex_unlock(&s->pool_mu);
+        b = slab;
+        b->batch_n = CACHE_REFILL;
     }
-    for (int i = 0; i < CACHE_REFILL; i++) {
-        task *t = s->pool_free;
-        s->pool_free = t->next;
-        t->next = c->head;
-        c->head = t;
-    }
-    s->pool_nfree -= CACHE_REFILL;
-    c->n += CACHE_REFILL;
-    pthread_mutex_unlock(&s->pool_mu);
+    /* The cache is empty here; the batch's chain ends in NULL. */
+    c->head = b;
+    c->n = (int)b->batch_n;
     return true;
-fail:
-    pthread_mutex_unlock(&s->pool_mu);
-    return false;
 }
 
+/* Gives back all but `keep` tasks, in batches of at most CACHE_REFILL. */
 static void pool_return(marble_sched *s, task_cache *c, int keep)
 {
-    if (c->n <= keep) return;
-    task *first = c->head, *last = first;
-    int give = c->n - keep;
-    for (int i = 1; i < give; i++) last = last->next;
-    c->head = last->next;
-    c->n = keep;
-    pthread_mutex_lock(&s->pool_mu);
-    last->next = s->pool_free;
-    s->pool_free = first;
-    s->pool_nfree += (size_t)give;
-    pthread_mutex_unlock(&s->pool_mu);
+    while (c->n > keep) {
+        int give = c->n - keep < CACHE_REFILL ? c->n - keep : CACHE_REFILL;
+        task *first = c->head, *last = first;
+        for (int i = 1; i < give; i++) last = last->next;
+        c->head = last->next;
+        c->n -= give;
+        last->next = NULL;
+        first->batch_n = (size_t)give;
+        pthread_mutex_lock(&s->pool_mu);
+        first->batch_next = s->pool_batches;
+        s->pool_batches = first;
+        pthread_mutex_unlock(&s->pool_mu);
+    }
 }
 
 static inline task *cache_alloc(marble_sched *s, task_cache *c)

@@ -1,6 +1,7 @@
 /* Arrow IPC: round trips over every type, format, codec and alignment; zero copy and owner
  * lifetime; the ArrowArrayStream; hand-made and corrupted input; the flatbuffer codec. */
 #include "marble/arrow.h"
+#include "marble/vfs.h"
 
 #include "arrow/arrow_internal.h"
 #include "arrow/flatbuf.h"
@@ -1790,4 +1791,59 @@ TEST(fb_reader_rejects_malformed)
     ASSERT_EQ_INT(marble__fb_vector_table(&kvv, 0, "KeyValue", &kt, &e), MARBLE_ERR_CORRUPTION);
     ASSERT_CONTAINS(e.message, "points past the end");
     free(b);
+}
+
+/* The glue the storage engine uses: an IPC file read through the VFS as a memory map. The arrays
+ * point into the mapping and keep it alive after the reader and the file handle are gone. */
+static void map_retain(void *m)
+{
+    marble_mapping_retain(m);
+}
+
+static void map_release(void *m)
+{
+    marble_mapping_release(m);
+}
+
+TEST(ipc_zero_copy_from_a_mapped_vfs_file)
+{
+    struct ArrowSchema s;
+    struct ArrowArray b, got;
+    marble_ipc_buffer buf;
+    marble_error e;
+    make_all_schema(&s);
+    build_batch(&s, 0, 200, &b);
+    marble_ipc_write_options o = {MARBLE_IPC_FILE, MARBLE_IPC_UNCOMPRESSED, 0, 64};
+    write_all(&s, &b, 1, &o, &buf);
+    marble_fs *fs;
+    ASSERT_OK(marble_fs_create(&fs, &e));
+    char path[1024];
+    snprintf(path, sizeof path, "%s/batch.arrow", marble_test_tmpdir());
+    ASSERT_OK(marble_fs_write_all(fs, path, buf.data, buf.size, 1, &e));
+    free(buf.data);
+
+    marble_file *f;
+    marble_mapping *m;
+    ASSERT_OK(marble_fs_open(fs, path, MARBLE_OPEN_READ, &f, &e));
+    ASSERT_OK(marble_file_map(f, 0, 0, &m, &e));
+    ASSERT_TRUE(marble_mapping_is_mapped(m));
+    ASSERT_OK(marble_file_close(f, &e));
+    const uint8_t *lo = marble_mapping_data(m), *hi = lo + marble_mapping_size(m);
+    marble_ipc_source src = {lo, marble_mapping_size(m), m, map_retain, map_release};
+    marble_ipc_reader *r;
+    ASSERT_OK(marble_ipc_reader_open(&src, &r, &e));
+    marble_mapping_release(m); /* the reader holds its own reference now */
+    ASSERT_OK(marble_ipc_reader_read(r, 0, &got, &e));
+    marble_ipc_reader_destroy(r);
+    check_inside(&got, lo, hi, 1);
+    compare_batches(&s, &b, 0, &got, 0, 200);
+    marble_fs_stats st;
+    marble_fs_get_stats(fs, &st);
+    ASSERT_EQ_INT(st.open_mappings, 1); /* kept alive by the batch alone */
+    got.release(&got);
+    marble_fs_get_stats(fs, &st);
+    ASSERT_EQ_INT(st.open_mappings, 0);
+    ASSERT_OK(marble_fs_destroy(fs, &e));
+    b.release(&b);
+    s.release(&s);
 }
