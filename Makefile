@@ -26,6 +26,7 @@ demo: release
 bench: release
 	./build/marble-bench sched
 	./build/marble-bench vfs
+	./build/marble-bench arrow
 
 build-asan/build.ninja: | deps
 	cmake -S . -B build-asan $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=Debug -DMARBLE_SANITIZE=address -DMARBLE_BENCH=OFF
