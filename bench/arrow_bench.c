@@ -47,10 +47,11 @@ static uint64_t batch_bytes(const struct ArrowArray *b)
 static int make_table(uint64_t want_bytes, table *t)
 {
     marble_error err;
-    marble_field_spec fields[] = {{"id", "l", 0}, {"value", "g", 0}, {"category", "i", 0},
-                                  {"name", "u", 0}};
+    marble_field_spec fields[] = {
+        {"id", "l", 0}, {"value", "g", 0}, {"category", "i", 0}, {"name", "u", 0}};
     memset(t, 0, sizeof *t);
-    if (marble_arrow_schema_make(&t->schema, fields, 4, NULL, NULL, 0, &err)) return fail("schema", &err);
+    if (marble_arrow_schema_make(&t->schema, fields, 4, NULL, NULL, 0, &err))
+        return fail("schema", &err);
     marble_batch_builder *b;
     if (marble_batch_builder_create(&t->schema, &b, &err)) return fail("builder", &err);
     int cap = 16;
@@ -71,7 +72,8 @@ static int make_table(uint64_t want_bytes, table *t)
             cap *= 2;
             t->batches = realloc(t->batches, (size_t)cap * sizeof *t->batches);
         }
-        if (marble_batch_builder_finish(b, &t->batches[t->nbatches], &err)) return fail("finish", &err);
+        if (marble_batch_builder_finish(b, &t->batches[t->nbatches], &err))
+            return fail("finish", &err);
         t->bytes += batch_bytes(&t->batches[t->nbatches]);
         t->nbatches++;
     }
@@ -81,7 +83,8 @@ static int make_table(uint64_t want_bytes, table *t)
 
 static void free_table(table *t)
 {
-    for (int i = 0; i < t->nbatches; i++) marble_arrow_array_release(&t->batches[i]);
+    for (int i = 0; i < t->nbatches; i++)
+        marble_arrow_array_release(&t->batches[i]);
     free(t->batches);
     marble_arrow_schema_release(&t->schema);
 }
@@ -95,8 +98,10 @@ static uint64_t touch(const struct ArrowArray *b)
     const uint32_t *cats = b->children[2]->buffers[1];
     const int32_t *off = b->children[3]->buffers[1];
     const unsigned char *data = b->children[3]->buffers[2];
-    for (uint64_t i = 0; i < n; i++) x += ids[i] ^ vals[i] ^ cats[i] ^ (uint64_t)off[i];
-    for (int32_t i = off[0]; i < off[n]; i += 8) x += data[i];
+    for (uint64_t i = 0; i < n; i++)
+        x += ids[i] ^ vals[i] ^ cats[i] ^ (uint64_t)off[i];
+    for (int32_t i = off[0]; i < off[n]; i += 8)
+        x += data[i];
     return x;
 }
 
@@ -180,12 +185,13 @@ int bench_arrow_area(int argc, char **argv)
         } else if (!strcmp(argv[i], "--dir") && i + 1 < argc) {
             o.dir = argv[++i];
         } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            printf("usage: marble-bench arrow [--json] [--reps R] [--mb MiB] [--dir DIR]\n"
-                   "IPC file write and read of a table of MiB mebibytes (default 1024) of column\n"
-                   "data (int64, float64, int32, utf8) in 64Ki-row batches: uncompressed, LZ4 and\n"
-                   "ZSTD, into and out of memory; a zero-copy read of the uncompressed file mapped\n"
-                   "from DIR (default $TMPDIR or /tmp); memcpy of the same bytes as the ceiling.\n"
-                   "Reads touch every byte of column data. MB/s counts column-data bytes.\n");
+            printf(
+                "usage: marble-bench arrow [--json] [--reps R] [--mb MiB] [--dir DIR]\n"
+                "IPC file write and read of a table of MiB mebibytes (default 1024) of column\n"
+                "data (int64, float64, int32, utf8) in 64Ki-row batches: uncompressed, LZ4 and\n"
+                "ZSTD, into and out of memory; a zero-copy read of the uncompressed file mapped\n"
+                "from DIR (default $TMPDIR or /tmp); memcpy of the same bytes as the ceiling.\n"
+                "Reads touch every byte of column data. MB/s counts column-data bytes.\n");
             return 0;
         } else {
             fprintf(stderr, "marble-bench arrow: unknown option '%s' (see --help)\n", argv[i]);
@@ -227,7 +233,8 @@ int bench_arrow_area(int argc, char **argv)
     }
 
     const char *names[] = {"uncompressed", "lz4", "zstd"};
-    marble_ipc_compression codecs[] = {MARBLE_IPC_UNCOMPRESSED, MARBLE_IPC_LZ4_FRAME, MARBLE_IPC_ZSTD};
+    marble_ipc_compression codecs[] = {MARBLE_IPC_UNCOMPRESSED, MARBLE_IPC_LZ4_FRAME,
+                                       MARBLE_IPC_ZSTD};
     marble_ipc_buffer buf = {NULL, 0, 0};
     for (int c = 0; c < 3 && !rc; c++) {
         double wbest = 1e30, rbest = 1e30;
@@ -250,7 +257,8 @@ int bench_arrow_area(int argc, char **argv)
         }
         if (!rc)
             row(&o, "ipc_read", names[c], rbest, t.bytes,
-                c == 0 ? "zero copy from memory, every byte touched" : "decompressed, every byte touched");
+                c == 0 ? "zero copy from memory, every byte touched"
+                       : "decompressed, every byte touched");
     }
 
     /* Zero-copy read of a memory-mapped file. */
@@ -280,7 +288,9 @@ int bench_arrow_area(int argc, char **argv)
                 double s = now_s() - t0;
                 if (s < best) best = s;
             }
-            if (!rc) row(&o, "mmap_read", "uncompressed", best, t.bytes, "zero copy from a mapped file (page cache warm), every byte touched");
+            if (!rc)
+                row(&o, "mmap_read", "uncompressed", best, t.bytes,
+                    "zero copy from a mapped file (page cache warm), every byte touched");
             marble_fs_remove(fs, path, NULL);
             marble_fs_destroy(fs, NULL);
         }

@@ -110,7 +110,8 @@ int bench_vfs_memcpy(bench_vfs *v, int reps, bench_vfs_result *out);
 #ifdef __cplusplus
 }
 #endif
-/* ---- the arrow area (bench/arrow_bench.c) ----------------------------------------------------- */
+/* ---- the arrow area (bench/arrow_bench.c) -----------------------------------------------------
+ */
 int bench_arrow_area(int argc, char **argv);
 
 #endif

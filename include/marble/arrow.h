@@ -39,7 +39,8 @@
 extern "C" {
 #endif
 
-/* ---- the C Data Interface (ABI from the Arrow specification) ---------------------------------- */
+/* ---- the C Data Interface (ABI from the Arrow specification) ----------------------------------
+ */
 
 #ifndef ARROW_C_DATA_INTERFACE
 #define ARROW_C_DATA_INTERFACE
@@ -123,10 +124,10 @@ typedef enum marble_time_unit {
 /* A parsed format string. */
 typedef struct marble_arrow_type {
     marble_arrow_type_id id;
-    int32_t byte_width;      /* FIXED_SIZE_BINARY: N; other fixed-width types: their width in
-                                bytes; bool (bit-packed) and variable-width types: 0 */
-    marble_time_unit unit;   /* TIMESTAMP */
-    char timezone[64];       /* TIMESTAMP; "" when none */
+    int32_t byte_width;    /* FIXED_SIZE_BINARY: N; other fixed-width types: their width in
+                              bytes; bool (bit-packed) and variable-width types: 0 */
+    marble_time_unit unit; /* TIMESTAMP */
+    char timezone[64];     /* TIMESTAMP; "" when none */
 } marble_arrow_type;
 
 /* Parses a C Data Interface format string. */

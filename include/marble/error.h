@@ -83,7 +83,7 @@ MARBLE_API void marble_error_clear(marble_error *err);
 #define MARBLE_RETURN_NOT_OK(expr)                                                                 \
     do {                                                                                           \
         int marble_status_ = (expr);                                                               \
-        if (marble_status_ != MARBLE_OK) return marble_status_;                                   \
+        if (marble_status_ != MARBLE_OK) return marble_status_;                                    \
     } while (0)
 
 #ifdef __cplusplus

@@ -195,8 +195,8 @@ MARBLE_API void marble_group_destroy(marble_group *g);
 MARBLE_API int marble_task_cancelled(const marble_task_ctx *ctx);
 /* Records the task's failure (the first failure of a group wins) and returns MARBLE_TASK_ERROR,
  * so a task can `return marble_task_fail(ctx, MARBLE_ERR_IO, "reading %s", path);`. */
-MARBLE_API marble_task_status marble_task_fail(marble_task_ctx *ctx, int code, const char *fmt,
-                                               ...) MARBLE_PRINTF(3, 4);
+MARBLE_API marble_task_status marble_task_fail(marble_task_ctx *ctx, int code, const char *fmt, ...)
+    MARBLE_PRINTF(3, 4);
 MARBLE_API marble_group *marble_task_group(const marble_task_ctx *ctx);
 MARBLE_API marble_sched *marble_task_sched(const marble_task_ctx *ctx);
 MARBLE_API int marble_task_worker(const marble_task_ctx *ctx);

@@ -87,8 +87,8 @@ enum marble_sync_flags {
 
 /* control() operations on files; backends return MARBLE_ERR_UNSUPPORTED for unknown ones. */
 enum marble_file_control {
-    MARBLE_FCNTL_GET_FD = 1,     /* arg: int *; the OS file descriptor (MARBLE_CAP_FD) */
-    MARBLE_FCNTL_GET_INNER = 2   /* arg: marble_file **; the wrapped file of a wrapper */
+    MARBLE_FCNTL_GET_FD = 1,   /* arg: int *; the OS file descriptor (MARBLE_CAP_FD) */
+    MARBLE_FCNTL_GET_INNER = 2 /* arg: marble_file **; the wrapped file of a wrapper */
 };
 
 typedef struct marble_stat {
@@ -375,8 +375,8 @@ typedef enum marble_aio_backend {
 
 typedef struct marble_aio_options {
     marble_aio_backend backend;
-    unsigned queue_depth;  /* io_uring submission queue entries; 0: 256 */
-    marble_sched *sched; /* for the thread path; NULL: a private 2-thread scheduler */
+    unsigned queue_depth; /* io_uring submission queue entries; 0: 256 */
+    marble_sched *sched;  /* for the thread path; NULL: a private 2-thread scheduler */
 } marble_aio_options;
 
 /* One read. Filled by the caller: file, off, buf, len, user. Filled on completion: status

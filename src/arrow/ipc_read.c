@@ -835,8 +835,7 @@ static int check_buffer_regions(const batch_ctx *c, marble_error *err)
     for (uint32_t i = 1; i < k && rc == MARBLE_OK; i++)
         if (regions[i].a < regions[i - 1].a + regions[i - 1].b)
             rc = corrupt(err, "batch %lld: body buffers at offsets %lld and %lld overlap",
-                         (long long)c->index, (long long)regions[i - 1].a,
-                         (long long)regions[i].a);
+                         (long long)c->index, (long long)regions[i - 1].a, (long long)regions[i].a);
     free(regions);
     return rc;
 }

@@ -35,7 +35,8 @@ static marble_task_status histogram_task(marble_task_ctx *ctx, void *p)
     memset(r->hist, 0, sizeof r->hist);
     if (marble_task_cancelled(ctx)) return MARBLE_TASK_DONE;
     if (r->to - r->from <= GRAIN) {
-        for (uint64_t i = r->from; i < r->to; i++) r->hist[splitmix64(i) % BUCKETS]++;
+        for (uint64_t i = r->from; i < r->to; i++)
+            r->hist[splitmix64(i) % BUCKETS]++;
         return MARBLE_TASK_DONE;
     }
     uint64_t mid = r->from + (r->to - r->from) / 2;
@@ -48,7 +49,8 @@ static marble_task_status histogram_task(marble_task_ctx *ctx, void *p)
     marble_error err;
     rc = marble_group_wait(&g, &err);
     if (rc != MARBLE_OK) return marble_task_fail(ctx, rc, "%s", err.message);
-    for (int b = 0; b < BUCKETS; b++) r->hist[b] = left.hist[b] + right.hist[b];
+    for (int b = 0; b < BUCKETS; b++)
+        r->hist[b] = left.hist[b] + right.hist[b];
     return MARBLE_TASK_DONE;
 }
 
@@ -92,7 +94,8 @@ static int parse_u64(const char *flag, const char *text, uint64_t min, uint64_t 
     errno = 0;
     unsigned long long v = text ? strtoull(text, &end, 10) : 0;
     if (!text || errno || *end || end == text || v < min || v > max || text[0] == '-') {
-        fprintf(stderr, "marble demo: %s needs a whole number in [%" PRIu64 ", %" PRIu64 "], got '%s'\n",
+        fprintf(stderr,
+                "marble demo: %s needs a whole number in [%" PRIu64 ", %" PRIu64 "], got '%s'\n",
                 flag, min, max, text ? text : "(nothing)");
         return 2;
     }
@@ -106,20 +109,23 @@ int marble_cli_demo(int argc, char **argv)
     uint64_t threads = cpus > 0 ? (uint64_t)cpus : 1, n = 1000000000;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads")) {
-            if (parse_u64("--threads", i + 1 < argc ? argv[++i] : NULL, 1, 1024, &threads)) return 2;
+            if (parse_u64("--threads", i + 1 < argc ? argv[++i] : NULL, 1, 1024, &threads))
+                return 2;
         } else if (!strcmp(argv[i], "--size")) {
             if (parse_u64("--size", i + 1 < argc ? argv[++i] : NULL, 1, UINT64_C(1) << 40, &n))
                 return 2;
         } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            printf("usage: marble demo [--threads N] [--size EVENTS]\n"
-                   "Counts %d-bucket histograms of EVENTS pseudo-random events (default 1000000000)\n"
-                   "with fork-join tasks on 1 worker and on N workers (default: one per CPU),\n"
-                   "checks that both agree and prints the speed-up and the scheduler's counters.\n"
-                   "example: marble demo --threads 2 --size 50000000\n",
-                   BUCKETS);
+            printf(
+                "usage: marble demo [--threads N] [--size EVENTS]\n"
+                "Counts %d-bucket histograms of EVENTS pseudo-random events (default 1000000000)\n"
+                "with fork-join tasks on 1 worker and on N workers (default: one per CPU),\n"
+                "checks that both agree and prints the speed-up and the scheduler's counters.\n"
+                "example: marble demo --threads 2 --size 50000000\n",
+                BUCKETS);
             return 0;
         } else {
-            fprintf(stderr, "marble demo: unknown option '%s' (try 'marble demo --help')\n", argv[i]);
+            fprintf(stderr, "marble demo: unknown option '%s' (try 'marble demo --help')\n",
+                    argv[i]);
             return 2;
         }
     }
@@ -134,7 +140,8 @@ int marble_cli_demo(int argc, char **argv)
         return 1;
     }
     uint64_t total = 0;
-    for (int b = 0; b < BUCKETS; b++) total += many.hist[b];
+    for (int b = 0; b < BUCKETS; b++)
+        total += many.hist[b];
     if (total != n) {
         fprintf(stderr, "marble demo: histogram counts %" PRIu64 " events, expected %" PRIu64 "\n",
                 total, n);
@@ -145,7 +152,8 @@ int marble_cli_demo(int argc, char **argv)
     const run_result *rs[2] = {&one, &many};
     uint64_t ws[2] = {1, threads};
     for (int i = 0; i < 2; i++)
-        printf("  %-8" PRIu64 " %10.3f %12.3g %10" PRIu64 " %10" PRIu64 " %8" PRIu64 " %8" PRIu64 "\n",
+        printf("  %-8" PRIu64 " %10.3f %12.3g %10" PRIu64 " %10" PRIu64 " %8" PRIu64 " %8" PRIu64
+               "\n",
                ws[i], rs[i]->seconds, (double)n / rs[i]->seconds, rs[i]->stats.executed,
                rs[i]->stats.stolen, rs[i]->stats.parks, rs[i]->stats.wakeups);
     printf("\n  speed-up on %" PRIu64 " workers: %.2fx; both runs agree (bucket 0 holds %" PRIu64

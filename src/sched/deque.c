@@ -11,7 +11,8 @@ static marble__deque_ring *ring_new(int64_t capacity)
     if (!r) return NULL;
     r->mask = capacity - 1;
     r->older = NULL;
-    for (int64_t i = 0; i < capacity; i++) atomic_init(&r->slots[i], NULL);
+    for (int64_t i = 0; i < capacity; i++)
+        atomic_init(&r->slots[i], NULL);
     return r;
 }
 
@@ -80,8 +81,7 @@ void *marble__deque_pop(marble__deque *dq)
         item = atomic_load_explicit(&r->slots[b & r->mask], memory_order_relaxed);
         if (t == b) {
             /* Last item: race thieves for it with the same CAS they use. */
-            if (!atomic_compare_exchange_strong_explicit(&dq->top, &t, t + 1,
-                                                         memory_order_seq_cst,
+            if (!atomic_compare_exchange_strong_explicit(&dq->top, &t, t + 1, memory_order_seq_cst,
                                                          memory_order_relaxed))
                 item = NULL;
             atomic_store_explicit(&dq->bottom, b + 1, memory_order_release);

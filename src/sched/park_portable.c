@@ -9,7 +9,8 @@
 static struct bucket {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-} buckets[NBUCKETS] = {[0 ... NBUCKETS - 1] = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER}};
+} buckets[NBUCKETS] = {
+    [0 ... NBUCKETS - 1] = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER}};
 
 static struct bucket *bucket_of(const void *addr)
 {

@@ -141,11 +141,11 @@ struct marble_sched {
     _Atomic int target;
     _Atomic int state; /* RUNNING, SHUT_DRAIN or SHUT_CANCEL */
     _Atomic int stopping;
-    bool joined;     /* under inj_mu: workers are gone, leftovers are skipped */
+    bool joined;             /* under inj_mu: workers are gone, leftovers are skipped */
     _Atomic int joined_flag; /* the same, readable without inj_mu (seq_cst: see spawn_outside) */
-    uint64_t id;     /* unique over the process's life, for implicit producer slots */
+    uint64_t id;             /* unique over the process's life, for implicit producer slots */
     struct marble_sched *live_next; /* under live_mu */
-    bool shut_done;  /* under mu */
+    bool shut_done;                 /* under mu */
     pthread_mutex_t mu;
     pthread_cond_t cv;
 
@@ -220,7 +220,8 @@ static bool pool_refill(marble_sched *s, task_cache *c)
     if (!b) {
         task *slab = aligned_alloc(64, TASK_SLAB * sizeof(task));
         if (!slab) return false;
-        for (int i = 0; i < TASK_SLAB; i++) slab[i].next = (i + 1) % CACHE_REFILL ? &slab[i + 1] : NULL;
+        for (int i = 0; i < TASK_SLAB; i++)
+            slab[i].next = (i + 1) % CACHE_REFILL ? &slab[i + 1] : NULL;
         pthread_mutex_lock(&s->pool_mu);
         if (s->nslabs == s->cap_slabs) {
             size_t cap = s->cap_slabs ? s->cap_slabs * 2 : 16;
@@ -255,7 +256,8 @@ static void pool_return(marble_sched *s, task_cache *c, int keep)
     while (c->n > keep) {
         int give = c->n - keep < CACHE_REFILL ? c->n - keep : CACHE_REFILL;
         task *first = c->head, *last = first;
-        for (int i = 1; i < give; i++) last = last->next;
+        for (int i = 1; i < give; i++)
+            last = last->next;
         c->head = last->next;
         c->n -= give;
         last->next = NULL;
@@ -412,7 +414,8 @@ static void push_local(worker *w, task *t)
 /* Runs the first of n tasks now and queues the rest on the worker's deque. */
 static task *keep_batch(worker *w, task **batch, int n)
 {
-    for (int i = n - 1; i >= 1; i--) push_local(w, batch[i]);
+    for (int i = n - 1; i >= 1; i--)
+        push_local(w, batch[i]);
     if (n > 1 && want_wake(w->s)) wake_one(w->s);
     return batch[0];
 }
@@ -428,7 +431,8 @@ static task *take_injected(worker *w)
     int64_t want = avail / atomic_load_explicit(&s->target, memory_order_relaxed) + 1;
     if (want > STEAL_BATCH) want = STEAL_BATCH;
     task *t;
-    while (n < want && (t = list_pop_locked(&s->inj))) batch[n++] = t;
+    while (n < want && (t = list_pop_locked(&s->inj)))
+        batch[n++] = t;
     pthread_mutex_unlock(&s->inj_mu);
     if (n == 0) return NULL;
     return keep_batch(w, batch, n);
@@ -465,7 +469,8 @@ static task *steal_tokens(worker *w)
         while ((n = marble__deque_steal_batch(&k->dq, (void **)batch, STEAL_BATCH)) < 0)
             cpu_relax();
         if (n > 0) {
-            for (int i = 0; i < n; i++) bump(&w->stolen);
+            for (int i = 0; i < n; i++)
+                bump(&w->stolen);
             return keep_batch(w, batch, n);
         }
     }
@@ -673,7 +678,8 @@ static void retire(worker *w)
     marble_sched *s = w->s;
     task *t;
     flush_completions(w);
-    while ((t = marble__deque_pop(&w->dq))) inject(s, t);
+    while ((t = marble__deque_pop(&w->dq)))
+        inject(s, t);
     pool_return(s, &w->cache, 0);
 }
 
@@ -704,8 +710,7 @@ static void *worker_main(void *arg)
                 /* The last searcher to find work wakes a sleeper for what else is queued, so a
                  * skipped notify (want_wake saw it searching) costs no parallelism. */
                 if (atomic_fetch_sub_explicit(&s->searching, 1, memory_order_seq_cst) == 1 &&
-                    atomic_load_explicit(&s->sleepers, memory_order_relaxed) > 0 &&
-                    visible_work(s))
+                    atomic_load_explicit(&s->sleepers, memory_order_relaxed) > 0 && visible_work(s))
                     wake_one(s);
             }
             if (marble__deque_size(&w->dq) > 0 && want_wake(s)) wake_one(s);
@@ -722,7 +727,8 @@ static void *worker_main(void *arg)
             atomic_fetch_add_explicit(&s->searching, 1, memory_order_relaxed) >= max_searchers(s))
             idle = s->spin_rounds + 4; /* enough workers are spinning already: park */
         if (idle < s->spin_rounds) {
-            for (int i = 0; i < 32; i++) cpu_relax();
+            for (int i = 0; i < 32; i++)
+                cpu_relax();
             continue;
         }
         if (idle < s->spin_rounds + 4) {
@@ -781,7 +787,9 @@ void marble_sched_options_init(marble_sched_options *opts)
 
 int marble_sched_create(const marble_sched_options *opts, marble_sched **out, marble_error *err)
 {
-    if (!out) return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "marble_sched_create: out is NULL");
+    if (!out)
+        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
+                                "marble_sched_create: out is NULL");
     *out = NULL;
     marble_sched_options o;
     marble_sched_options_init(&o);
@@ -849,7 +857,8 @@ static void join_exited(marble_sched *s, int from)
     int n = atomic_load_explicit(&s->nslots, memory_order_relaxed);
     for (int i = from; i < n; i++) {
         worker *w = s->workers[i];
-        while (atomic_load(&w->slot_state) == SLOT_RUNNING) pthread_cond_wait(&s->cv, &s->mu);
+        while (atomic_load(&w->slot_state) == SLOT_RUNNING)
+            pthread_cond_wait(&s->cv, &s->mu);
         if (atomic_load(&w->slot_state) == SLOT_EXITED) {
             pthread_join(w->thread, NULL);
             atomic_store(&w->slot_state, SLOT_NONE);
@@ -859,7 +868,9 @@ static void join_exited(marble_sched *s, int from)
 
 int marble_sched_set_threads(marble_sched *s, int n, marble_error *err)
 {
-    if (!s) return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "marble_sched_set_threads: scheduler is NULL");
+    if (!s)
+        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
+                                "marble_sched_set_threads: scheduler is NULL");
     if (n < 1 || n > s->max_threads)
         return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
                                 "marble_sched_set_threads: %d threads is outside [1, %d]", n,
@@ -868,7 +879,8 @@ int marble_sched_set_threads(marble_sched *s, int n, marble_error *err)
     pthread_mutex_lock(&s->mu);
     if (atomic_load(&s->state) != RUNNING || s->shut_done) {
         pthread_mutex_unlock(&s->mu);
-        return marble_error_set(err, MARBLE_ERR_SHUTDOWN, "marble_sched_set_threads: the scheduler is shut down");
+        return marble_error_set(err, MARBLE_ERR_SHUTDOWN,
+                                "marble_sched_set_threads: the scheduler is shut down");
     }
     atomic_store(&s->target, n);
     int rc = MARBLE_OK;
@@ -933,12 +945,16 @@ static bool quiescent(marble_sched *s)
 
 int marble_sched_shutdown(marble_sched *s, marble_shutdown_mode mode, marble_error *err)
 {
-    if (!s) return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "marble_sched_shutdown: scheduler is NULL");
-    if (mode != MARBLE_SHUTDOWN_DRAIN && mode != MARBLE_SHUTDOWN_CANCEL)
-        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "marble_sched_shutdown: unknown mode %d", (int)mode);
-    if (self_in(s))
+    if (!s)
         return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
-                                "marble_sched_shutdown: called from one of the scheduler's workers");
+                                "marble_sched_shutdown: scheduler is NULL");
+    if (mode != MARBLE_SHUTDOWN_DRAIN && mode != MARBLE_SHUTDOWN_CANCEL)
+        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
+                                "marble_sched_shutdown: unknown mode %d", (int)mode);
+    if (self_in(s))
+        return marble_error_set(
+            err, MARBLE_ERR_INVALID_ARGUMENT,
+            "marble_sched_shutdown: called from one of the scheduler's workers");
     pthread_mutex_lock(&s->mu);
     if (s->shut_done) {
         pthread_mutex_unlock(&s->mu);
@@ -951,7 +967,8 @@ int marble_sched_shutdown(marble_sched *s, marble_shutdown_mode mode, marble_err
     wake_all(s);
     /* Workers run (or skip) what is queued and park; then they are told to stop. */
     pthread_mutex_unlock(&s->mu);
-    while (!quiescent(s)) marble_sleep_ns(200000);
+    while (!quiescent(s))
+        marble_sleep_ns(200000);
     pthread_mutex_lock(&s->mu);
     atomic_store_explicit(&s->stopping, 1, memory_order_release);
     wake_all(s);
@@ -972,12 +989,14 @@ int marble_sched_shutdown(marble_sched *s, marble_shutdown_mode mode, marble_err
     while ((t = list_pop_locked(&s->inj)) || (t = list_pop_locked(&s->yielded)))
         list_append_locked(&left, t);
     pthread_mutex_unlock(&s->inj_mu);
-    while ((t = list_pop_locked(&left))) skip_task(s, NULL, t);
+    while ((t = list_pop_locked(&left)))
+        skip_task(s, NULL, t);
     for (token_slot *k = atomic_load(&s->tokens); k; k = k->next) {
         void *batch[STEAL_BATCH];
         int got;
         while ((got = marble__deque_steal_batch(&k->dq, batch, STEAL_BATCH)) != 0)
-            for (int i = 0; i < got; i++) skip_task(s, NULL, batch[i]);
+            for (int i = 0; i < got; i++)
+                skip_task(s, NULL, batch[i]);
     }
     s->shut_done = true;
     pthread_mutex_unlock(&s->mu);
@@ -1003,7 +1022,8 @@ void marble_sched_destroy(marble_sched *s)
         free(k);
         k = next;
     }
-    for (size_t i = 0; i < s->nslabs; i++) free(s->slabs[i]);
+    for (size_t i = 0; i < s->nslabs; i++)
+        free(s->slabs[i]);
     free(s->slabs);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
@@ -1018,7 +1038,9 @@ void marble_sched_destroy(marble_sched *s)
 int marble_cancel_token_create(marble_cancel_token *parent, marble_cancel_token **out,
                                marble_error *err)
 {
-    if (!out) return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "marble_cancel_token_create: out is NULL");
+    if (!out)
+        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
+                                "marble_cancel_token_create: out is NULL");
     marble_cancel_token *t = calloc(1, sizeof *t);
     if (!t) return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "allocating a cancellation token");
     t->parent = parent;
@@ -1087,7 +1109,8 @@ int marble_group_spawn(marble_group *g, marble_task_fn fn, void *arg)
         if (want_wake(s)) wake_one(s);
         return MARBLE_OK;
     }
-    if (atomic_load_explicit(&s->state, memory_order_relaxed) != RUNNING) return MARBLE_ERR_SHUTDOWN;
+    if (atomic_load_explicit(&s->state, memory_order_relaxed) != RUNNING)
+        return MARBLE_ERR_SHUTDOWN;
     token_slot *k = implicit_get(s);
     if (k) {
         int rc = token_push(k, gi, fn, arg);
@@ -1149,7 +1172,8 @@ static void group_sleep(group_impl *g, uint64_t timeout_ns)
 int marble_group_wait(marble_group *g, marble_error *err)
 {
     if (!g || !G(g)->s)
-        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "marble_group_wait: group is NULL or not initialised");
+        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
+                                "marble_group_wait: group is NULL or not initialised");
     group_impl *gi = G(g);
     worker *w = self_in(gi->s);
     if (w) {
@@ -1180,7 +1204,8 @@ int marble_group_wait(marble_group *g, marble_error *err)
         }
         w->depth--;
     } else {
-        while (atomic_load_explicit(&gi->state, memory_order_acquire) >> 1) group_sleep(gi, 0);
+        while (atomic_load_explicit(&gi->state, memory_order_acquire) >> 1)
+            group_sleep(gi, 0);
     }
     /* Clear a leftover waiter bit so a reused group does not wake needlessly. */
     uint32_t one = 1;
@@ -1267,7 +1292,6 @@ void marble_task_resume(marble_task_handle *h)
     }
 }
 
-
 /* ---- implicit producer slots --------------------------------------------------------------- */
 
 /* An outside thread that spawns without a token gets a producer slot of its own, kept in
@@ -1309,7 +1333,8 @@ static void live_remove(marble_sched *s)
 {
     pthread_mutex_lock(&live_mu);
     marble_sched **pp = &live_list;
-    while (*pp && *pp != s) pp = &(*pp)->live_next;
+    while (*pp && *pp != s)
+        pp = &(*pp)->live_next;
     if (*pp) *pp = s->live_next;
     pthread_mutex_unlock(&live_mu);
 }
@@ -1360,7 +1385,8 @@ static void sweep_if_joined(marble_sched *s, token_slot *k)
     void *batch[STEAL_BATCH];
     int got;
     while ((got = marble__deque_steal_batch(&k->dq, batch, STEAL_BATCH)) != 0)
-        for (int i = 0; i < got; i++) skip_task(s, NULL, batch[i]);
+        for (int i = 0; i < got; i++)
+            skip_task(s, NULL, batch[i]);
 }
 
 /* ---- producer tokens ----------------------------------------------------------------------- */
@@ -1369,7 +1395,8 @@ int marble_producer_token_create(marble_sched *s, marble_producer_token **out, m
 {
     if (!s || !out)
         return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
-                                "marble_producer_token_create: %s is NULL", s ? "out" : "scheduler");
+                                "marble_producer_token_create: %s is NULL",
+                                s ? "out" : "scheduler");
     *out = NULL;
     token_slot *k = slot_acquire(s, err);
     if (!k) return MARBLE_ERR_NO_MEMORY;
@@ -1382,8 +1409,8 @@ static token_slot *slot_acquire(marble_sched *s, marble_error *err)
     for (token_slot *k = atomic_load_explicit(&s->tokens, memory_order_acquire); k; k = k->next) {
         int expected = 0;
         /* Acquire: the previous owner's destroy (release) happens before our use. */
-        if (atomic_compare_exchange_strong_explicit(&k->in_use, &expected, 1,
-                                                    memory_order_acquire, memory_order_relaxed))
+        if (atomic_compare_exchange_strong_explicit(&k->in_use, &expected, 1, memory_order_acquire,
+                                                    memory_order_relaxed))
             return k;
     }
     token_slot *k = calloc(1, sizeof *k);

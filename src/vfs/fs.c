@@ -127,10 +127,12 @@ static int scheme_ok(const char *s, size_t n)
 
 int marble_fs_create(marble_fs **out, marble_error *err)
 {
-    if (!out) return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "marble_fs_create: out is NULL");
+    if (!out)
+        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "marble_fs_create: out is NULL");
     *out = NULL;
     marble_fs *fs = calloc(1, sizeof *fs);
-    if (!fs) return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "allocating the file system registry");
+    if (!fs)
+        return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "allocating the file system registry");
     pthread_mutex_init(&fs->mu, NULL);
     marble_vfs *local = NULL, *mem = NULL;
     int rc = marble_vfs_local_create(&local, err);
@@ -149,7 +151,9 @@ int marble_fs_register(marble_fs *fs, const char *scheme, marble_vfs *v, marble_
 {
     if (!fs || !scheme || !v)
         return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "marble_fs_register: %s is NULL",
-                                !fs ? "fs" : !scheme ? "scheme" : "backend");
+                                !fs       ? "fs"
+                                : !scheme ? "scheme"
+                                          : "backend");
     if (!scheme_ok(scheme, strlen(scheme)))
         return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
                                 "marble_fs_register: invalid scheme \"%s\" (letters, digits, "
@@ -169,7 +173,8 @@ int marble_fs_register(marble_fs *fs, const char *scheme, marble_vfs *v, marble_
     if (i == fs->nbackends) {
         if (fs->nbackends == MAX_BACKENDS) {
             pthread_mutex_unlock(&fs->mu);
-            return marble_error_set(err, MARBLE_ERR_LIMIT, "marble_fs_register: more than %d backends", MAX_BACKENDS);
+            return marble_error_set(err, MARBLE_ERR_LIMIT,
+                                    "marble_fs_register: more than %d backends", MAX_BACKENDS);
         }
         fs->nbackends++;
         snprintf(fs->backends[i].scheme, sizeof fs->backends[i].scheme, "%s", scheme);
@@ -221,7 +226,8 @@ int marble_fs_resolve(marble_fs *fs, const char *uri, marble_vfs **vfs, const ch
         pthread_mutex_lock(&fs->mu);
         for (int i = 0; i < fs->nbackends; i++) {
             size_t len = strlen(known);
-            snprintf(known + len, sizeof known - len, "%s%s", i ? ", " : "", fs->backends[i].scheme);
+            snprintf(known + len, sizeof known - len, "%s%s", i ? ", " : "",
+                     fs->backends[i].scheme);
         }
         pthread_mutex_unlock(&fs->mu);
         return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
@@ -281,7 +287,8 @@ int marble_fs_destroy(marble_fs *fs, marble_error *err)
         leaked_files++;
         marble_file_close(r->file, NULL);
     }
-    for (int i = 0; i < fs->nbackends; i++) fs->backends[i].vfs->destroy(fs->backends[i].vfs);
+    for (int i = 0; i < fs->nbackends; i++)
+        fs->backends[i].vfs->destroy(fs->backends[i].vfs);
     pthread_mutex_destroy(&fs->mu);
     free(fs);
     if (leaked_files || leaked_maps)
@@ -297,7 +304,9 @@ int marble_fs_destroy(marble_fs *fs, marble_error *err)
 int marble_fs_open_at(marble_fs *fs, const char *uri, int flags, marble_file **out,
                       marble_error *err, const char *src_file, int src_line)
 {
-    if (!out) return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "opening %s: out is NULL", uri ? uri : "(null)");
+    if (!out)
+        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "opening %s: out is NULL",
+                                uri ? uri : "(null)");
     *out = NULL;
     marble_vfs *v;
     const char *path;
@@ -306,22 +315,27 @@ int marble_fs_open_at(marble_fs *fs, const char *uri, int flags, marble_file **o
                       MARBLE_OPEN_TRUNCATE | MARBLE_OPEN_APPEND | MARBLE_OPEN_EXCLUSIVE |
                       MARBLE_OPEN_DIRECT | MARBLE_OPEN_COMPRESSED;
     if (flags & ~known)
-        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "opening %s: unknown flags 0x%x", uri, (unsigned)(flags & ~known));
+        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "opening %s: unknown flags 0x%x",
+                                uri, (unsigned)(flags & ~known));
     if (!(flags & (MARBLE_OPEN_READ | MARBLE_OPEN_WRITE)))
-        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "opening %s: neither READ nor WRITE requested", uri);
+        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
+                                "opening %s: neither READ nor WRITE requested", uri);
     if ((flags & (MARBLE_OPEN_CREATE | MARBLE_OPEN_TRUNCATE | MARBLE_OPEN_APPEND)) &&
         !(flags & MARBLE_OPEN_WRITE))
         return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
                                 "opening %s: CREATE, TRUNCATE and APPEND need WRITE", uri);
     if ((flags & MARBLE_OPEN_EXCLUSIVE) && !(flags & MARBLE_OPEN_CREATE))
-        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "opening %s: EXCLUSIVE needs CREATE", uri);
+        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
+                                "opening %s: EXCLUSIVE needs CREATE", uri);
     if ((flags & MARBLE_OPEN_DIRECT) && !(v->caps & MARBLE_CAP_DIRECT))
-        return marble_error_set(err, MARBLE_ERR_UNSUPPORTED, "opening %s: the %s backend has no direct I/O", uri, v->name);
-    marble_codec codec = (flags & MARBLE_OPEN_COMPRESSED) ? marble_codec_from_path(path)
-                                                         : MARBLE_CODEC_NONE;
+        return marble_error_set(err, MARBLE_ERR_UNSUPPORTED,
+                                "opening %s: the %s backend has no direct I/O", uri, v->name);
+    marble_codec codec =
+        (flags & MARBLE_OPEN_COMPRESSED) ? marble_codec_from_path(path) : MARBLE_CODEC_NONE;
     if (codec != MARBLE_CODEC_NONE && (flags & MARBLE_OPEN_READ) && (flags & MARBLE_OPEN_WRITE))
         return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
-                                "opening %s: a compressed stream is read or written, not both", uri);
+                                "opening %s: a compressed stream is read or written, not both",
+                                uri);
     fs_record *r = calloc(1, sizeof *r);
     char *copy = strdup(uri);
     if (!r || !copy) {
@@ -402,7 +416,9 @@ int marble_fs_list(marble_fs *fs, const char *dir_uri, marble_dirent_fn fn, void
 {
     marble_vfs *v;
     const char *path;
-    if (!fn) return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "listing %s: callback is NULL", dir_uri ? dir_uri : "(null)");
+    if (!fn)
+        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "listing %s: callback is NULL",
+                                dir_uri ? dir_uri : "(null)");
     MARBLE_RETURN_NOT_OK(marble_fs_resolve(fs, dir_uri, &v, &path, err));
     return v->list(v, path, fn, ud, err);
 }
@@ -439,7 +455,8 @@ int marble_fs_mkdir(marble_fs *fs, const char *uri, int recursive, marble_error 
             marble_stat st;
             rc = v->stat(v, buf, &st, &e);
             if (rc == MARBLE_OK && !st.is_dir)
-                rc = marble_error_set(&e, MARBLE_ERR_INVALID_ARGUMENT, "mkdir %s: %s exists and is not a directory", uri, buf);
+                rc = marble_error_set(&e, MARBLE_ERR_INVALID_ARGUMENT,
+                                      "mkdir %s: %s exists and is not a directory", uri, buf);
         }
         if (rc != MARBLE_OK && err) *err = e;
     }
@@ -494,10 +511,11 @@ int marble_fs_rename(marble_fs *fs, const char *from, const char *to, int durabl
     return MARBLE_OK;
 }
 
-int marble_fs_read_all(marble_fs *fs, const char *uri, void **data, size_t *size,
-                       marble_error *err)
+int marble_fs_read_all(marble_fs *fs, const char *uri, void **data, size_t *size, marble_error *err)
 {
-    if (!data || !size) return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "reading %s: output is NULL", uri ? uri : "(null)");
+    if (!data || !size)
+        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "reading %s: output is NULL",
+                                uri ? uri : "(null)");
     *data = NULL;
     *size = 0;
     marble_file *f;
@@ -539,13 +557,12 @@ int marble_fs_read_all(marble_fs *fs, const char *uri, void **data, size_t *size
     return MARBLE_OK;
 }
 
-int marble_fs_write_all(marble_fs *fs, const char *uri, const void *data, size_t size,
-                        int durable, marble_error *err)
+int marble_fs_write_all(marble_fs *fs, const char *uri, const void *data, size_t size, int durable,
+                        marble_error *err)
 {
     marble_file *f;
-    MARBLE_RETURN_NOT_OK(marble_fs_open(fs, uri,
-                                        MARBLE_OPEN_WRITE | MARBLE_OPEN_CREATE | MARBLE_OPEN_TRUNCATE,
-                                        &f, err));
+    MARBLE_RETURN_NOT_OK(marble_fs_open(
+        fs, uri, MARBLE_OPEN_WRITE | MARBLE_OPEN_CREATE | MARBLE_OPEN_TRUNCATE, &f, err));
     int rc = marble_file_write(f, 0, data, size, err);
     if (rc == MARBLE_OK) rc = marble_file_sync(f, MARBLE_SYNC_FULL, err);
     int crc = marble_file_close(f, rc == MARBLE_OK ? err : NULL);
@@ -601,7 +618,8 @@ static int strvec_push(strvec *sv, const char *s)
 
 static void strvec_free(strvec *sv)
 {
-    for (size_t i = 0; i < sv->n; i++) free(sv->v[i]);
+    for (size_t i = 0; i < sv->n; i++)
+        free(sv->v[i]);
     free(sv->v);
 }
 
@@ -718,12 +736,14 @@ int marble_fs_glob(marble_fs *fs, const char *pattern, int (*fn)(void *ud, const
     }
     int n = 0;
     const char *root = copy[0] == '/' ? "/" : "";
-    for (char *save = NULL, *tok = strtok_r(copy, "/", &save); tok; tok = strtok_r(NULL, "/", &save))
+    for (char *save = NULL, *tok = strtok_r(copy, "/", &save); tok;
+         tok = strtok_r(NULL, "/", &save))
         if (strcmp(tok, ".") != 0) parts[n++] = tok;
     /* Consecutive '**' are one. */
     int m = 0;
     for (int i = 0; i < n; i++)
-        if (!(i > 0 && !strcmp(parts[i], "**") && !strcmp(parts[m - 1], "**"))) parts[m++] = parts[i];
+        if (!(i > 0 && !strcmp(parts[i], "**") && !strcmp(parts[m - 1], "**")))
+            parts[m++] = parts[i];
     glob_ctx g = {v, parts, m, {NULL, 0, 0}, MARBLE_OK, err};
     glob_walk(&g, root, 0);
     int rc = g.rc;
@@ -754,7 +774,7 @@ int marble_fs_glob(marble_fs *fs, const char *pattern, int (*fn)(void *ud, const
 
 #define CHECK_FILE(f, op)                                                                          \
     do {                                                                                           \
-        if (!(f)) return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, op ": file is NULL"); \
+        if (!(f)) return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, op ": file is NULL");  \
     } while (0)
 
 static marble_fs *fs_of(const marble_file *f)
@@ -773,7 +793,9 @@ int marble_file_read(marble_file *f, uint64_t off, void *buf, size_t n, size_t *
     CHECK_FILE(f, "read");
     size_t got = 0;
     if (nread) *nread = 0;
-    if (n && !buf) return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "read %s: buffer is NULL", marble_file_uri(f));
+    if (n && !buf)
+        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "read %s: buffer is NULL",
+                                marble_file_uri(f));
     int rc = f->methods->read(f, off, buf, n, &got, err);
     marble_fs *fs = fs_of(f);
     if (fs) {
@@ -789,7 +811,8 @@ int marble_file_read_exact(marble_file *f, uint64_t off, void *buf, size_t n, ma
     size_t done = 0;
     while (done < n) {
         size_t got = 0;
-        MARBLE_RETURN_NOT_OK(marble_file_read(f, off + done, (char *)buf + done, n - done, &got, err));
+        MARBLE_RETURN_NOT_OK(
+            marble_file_read(f, off + done, (char *)buf + done, n - done, &got, err));
         if (got == 0)
             return marble_error_set(err, MARBLE_ERR_CORRUPTION,
                                     "short read of %s: wanted %zu bytes at offset %llu, the file "
@@ -803,7 +826,9 @@ int marble_file_read_exact(marble_file *f, uint64_t off, void *buf, size_t n, ma
 int marble_file_write(marble_file *f, uint64_t off, const void *buf, size_t n, marble_error *err)
 {
     CHECK_FILE(f, "write");
-    if (n && !buf) return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "write %s: buffer is NULL", marble_file_uri(f));
+    if (n && !buf)
+        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "write %s: buffer is NULL",
+                                marble_file_uri(f));
     int rc = f->methods->write(f, off, buf, n, err);
     marble_fs *fs = fs_of(f);
     if (fs) {
@@ -816,7 +841,9 @@ int marble_file_write(marble_file *f, uint64_t off, const void *buf, size_t n, m
 int marble_file_append(marble_file *f, const void *buf, size_t n, marble_error *err)
 {
     CHECK_FILE(f, "append");
-    if (n && !buf) return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "append %s: buffer is NULL", marble_file_uri(f));
+    if (n && !buf)
+        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "append %s: buffer is NULL",
+                                marble_file_uri(f));
     int rc = f->methods->append(f, buf, n, err);
     marble_fs *fs = fs_of(f);
     if (fs) {
@@ -829,7 +856,9 @@ int marble_file_append(marble_file *f, const void *buf, size_t n, marble_error *
 int marble_file_size(marble_file *f, uint64_t *out, marble_error *err)
 {
     CHECK_FILE(f, "size");
-    if (!out) return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "size %s: out is NULL", marble_file_uri(f));
+    if (!out)
+        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "size %s: out is NULL",
+                                marble_file_uri(f));
     return f->methods->size(f, out, err);
 }
 
@@ -867,8 +896,10 @@ int marble_file_close(marble_file *f, marble_error *err)
         return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "closing %s twice", r->uri);
     }
     r->handle_open = 0;
-    if (r->prev) r->prev->next = r->next;
-    else fs->files = r->next;
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        fs->files = r->next;
     if (r->next) r->next->prev = r->prev;
     r->prev = r->next = NULL;
     pthread_mutex_unlock(&fs->mu);
@@ -885,7 +916,9 @@ int marble_file_map(marble_file *f, uint64_t off, size_t len, marble_mapping **o
                     marble_error *err)
 {
     CHECK_FILE(f, "map");
-    if (!out) return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "map %s: out is NULL", marble_file_uri(f));
+    if (!out)
+        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "map %s: out is NULL",
+                                marble_file_uri(f));
     *out = NULL;
     /* Bounds first: a memory map past the end of a file faults (SIGBUS) when read. */
     uint64_t size = 0;
@@ -897,7 +930,8 @@ int marble_file_map(marble_file *f, uint64_t off, size_t len, marble_mapping **o
                                     "map %s: offset %llu is past the end (%llu bytes)",
                                     marble_file_uri(f), (unsigned long long)off,
                                     (unsigned long long)size);
-        if (size - off > SIZE_MAX) return marble_error_set(err, MARBLE_ERR_LIMIT, "map %s: too large", marble_file_uri(f));
+        if (size - off > SIZE_MAX)
+            return marble_error_set(err, MARBLE_ERR_LIMIT, "map %s: too large", marble_file_uri(f));
         len = (size_t)(size - off);
     } else if (sized && (off > size || len > size - off)) {
         return marble_error_set(err, MARBLE_ERR_CORRUPTION,
@@ -931,7 +965,8 @@ int marble_file_map(marble_file *f, uint64_t off, size_t len, marble_mapping **o
         m->owned = malloc(len ? len : 1);
         if (!m->owned) {
             free(m);
-            return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "map %s: allocating %zu bytes", marble_file_uri(f), len);
+            return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "map %s: allocating %zu bytes",
+                                    marble_file_uri(f), len);
         }
         rc = marble_file_read_exact(f, off, m->owned, len, err);
         if (rc != MARBLE_OK) {
@@ -945,7 +980,8 @@ int marble_file_map(marble_file *f, uint64_t off, size_t len, marble_mapping **o
     m->fs = fs;
     if (fs) {
         char what[512];
-        snprintf(what, sizeof what, "%s [%llu, +%zu)", marble_file_uri(f), (unsigned long long)off, len);
+        snprintf(what, sizeof what, "%s [%llu, +%zu)", marble_file_uri(f), (unsigned long long)off,
+                 len);
         m->what = strdup(what);
         pthread_mutex_lock(&fs->mu);
         m->next = fs->maps;
@@ -986,8 +1022,10 @@ void marble_mapping_release(marble_mapping *m)
     marble_fs *fs = m->fs;
     if (fs) {
         pthread_mutex_lock(&fs->mu);
-        if (m->prev) m->prev->next = m->next;
-        else fs->maps = m->next;
+        if (m->prev)
+            m->prev->next = m->next;
+        else
+            fs->maps = m->next;
         if (m->next) m->next->prev = m->prev;
         pthread_mutex_unlock(&fs->mu);
         atomic_fetch_sub_explicit(&fs->open_mappings, 1, memory_order_relaxed);

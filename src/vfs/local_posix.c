@@ -78,8 +78,9 @@ static int write_all_at(local_file *lf, int use_offset, uint64_t off, const void
     size_t done = 0;
     while (done < n) {
         size_t chunk = n - done > (size_t)1 << 30 ? (size_t)1 << 30 : n - done;
-        ssize_t w = use_offset ? pwrite(lf->fd, (const char *)buf + done, chunk, (off_t)(off + done))
-                               : write(lf->fd, (const char *)buf + done, chunk);
+        ssize_t w = use_offset
+                        ? pwrite(lf->fd, (const char *)buf + done, chunk, (off_t)(off + done))
+                        : write(lf->fd, (const char *)buf + done, chunk);
         if (w < 0) {
             if (errno == EINTR) continue;
             return marble__vfs_os_error(err, errno, "write", lf->path);
@@ -120,7 +121,8 @@ static int local_sync(marble_file *f, int flags, marble_error *err)
 {
     local_file *lf = (local_file *)f;
     int rc;
-    while ((rc = flags == MARBLE_SYNC_DATA ? fdatasync(lf->fd) : fsync(lf->fd)) != 0 && errno == EINTR) {
+    while ((rc = flags == MARBLE_SYNC_DATA ? fdatasync(lf->fd) : fsync(lf->fd)) != 0 &&
+           errno == EINTR) {
     }
     if (rc != 0) return marble__vfs_os_error(err, errno, "sync", lf->path);
     return MARBLE_OK;
@@ -176,9 +178,17 @@ static int local_control(marble_file *f, int op, void *arg)
     return MARBLE_ERR_UNSUPPORTED;
 }
 
-static const marble_file_methods local_methods = {
-    MARBLE_FILE_METHODS_VERSION, local_read, local_write, local_append, local_size, local_sync,
-    local_truncate, local_map, local_unmap, local_close, local_control};
+static const marble_file_methods local_methods = {MARBLE_FILE_METHODS_VERSION,
+                                                  local_read,
+                                                  local_write,
+                                                  local_append,
+                                                  local_size,
+                                                  local_sync,
+                                                  local_truncate,
+                                                  local_map,
+                                                  local_unmap,
+                                                  local_close,
+                                                  local_control};
 
 static int sync_dir_path(const char *dir, marble_error *err)
 {
@@ -186,7 +196,8 @@ static int sync_dir_path(const char *dir, marble_error *err)
     while ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
         if (errno != EINTR) return marble__vfs_os_error(err, errno, "sync directory", dir);
     int rc = MARBLE_OK;
-    if (fsync(fd) != 0 && errno != EINVAL) rc = marble__vfs_os_error(err, errno, "sync directory", dir);
+    if (fsync(fd) != 0 && errno != EINVAL)
+        rc = marble__vfs_os_error(err, errno, "sync directory", dir);
     close(fd);
     return rc;
 }
@@ -335,7 +346,9 @@ static void local_destroy(marble_vfs *v)
 
 int marble_vfs_local_create(marble_vfs **out, marble_error *err)
 {
-    if (!out) return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "marble_vfs_local_create: out is NULL");
+    if (!out)
+        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
+                                "marble_vfs_local_create: out is NULL");
     marble_vfs *v = calloc(1, sizeof *v);
     if (!v) return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "allocating the local backend");
     v->version = MARBLE_VFS_VERSION;

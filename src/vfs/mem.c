@@ -103,7 +103,8 @@ static int walk(mem_vfs *m, const char *path, mem_node **parent, const char **la
     size_t clen = 0;
     *parent = NULL;
     while (*p) {
-        while (*p == '/') p++;
+        while (*p == '/')
+            p++;
         if (!*p) break;
         const char *end = strchr(p, '/');
         size_t len = end ? (size_t)(end - p) : strlen(p);
@@ -112,11 +113,14 @@ static int walk(mem_vfs *m, const char *path, mem_node **parent, const char **la
             continue;
         }
         if (len == 2 && p[0] == '.' && p[1] == '.')
-            return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "%s mem://%s: '..' is not allowed", op, path);
+            return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
+                                    "%s mem://%s: '..' is not allowed", op, path);
         if (!cur)
-            return marble_error_set(err, MARBLE_ERR_NOT_FOUND, "%s mem://%s: %s", op, path, strerror(ENOENT));
+            return marble_error_set(err, MARBLE_ERR_NOT_FOUND, "%s mem://%s: %s", op, path,
+                                    strerror(ENOENT));
         if (!cur->is_dir)
-            return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "%s mem://%s: %s", op, path, strerror(ENOTDIR));
+            return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "%s mem://%s: %s", op, path,
+                                    strerror(ENOTDIR));
         dir = cur;
         comp = p;
         clen = len;
@@ -161,7 +165,8 @@ static mem_node *node_add(mem_node *dir, const char *name, size_t len, int is_di
 static void node_unlink(mem_node *n)
 {
     mem_node **pp = &n->parent->child;
-    while (*pp != n) pp = &(*pp)->sibling;
+    while (*pp != n)
+        pp = &(*pp)->sibling;
     *pp = n->sibling;
     n->sibling = NULL;
     n->parent = NULL;
@@ -173,7 +178,8 @@ static int ensure_cap(mem_data *d, size_t need)
 {
     if (need <= d->cap) return MARBLE_OK;
     size_t cap = d->cap ? d->cap : 4096;
-    while (cap < need) cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+    while (cap < need)
+        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
     unsigned char *nb = realloc(d->buf, cap);
     if (!nb) return MARBLE_ERR_NO_MEMORY;
     d->buf = nb;
@@ -201,10 +207,12 @@ static int write_locked(mem_file *mf, uint64_t off, const void *buf, size_t n, m
 {
     mem_data *d = mf->data;
     if (off > SIZE_MAX - n)
-        return marble_error_set(err, MARBLE_ERR_NO_SPACE, "write mem://%s: offset %llu too large", mf->path, (unsigned long long)off);
+        return marble_error_set(err, MARBLE_ERR_NO_SPACE, "write mem://%s: offset %llu too large",
+                                mf->path, (unsigned long long)off);
     size_t end = (size_t)off + n;
     if (ensure_cap(d, end) != MARBLE_OK)
-        return marble_error_set(err, MARBLE_ERR_NO_SPACE, "write mem://%s: out of memory for %zu bytes", mf->path, end);
+        return marble_error_set(err, MARBLE_ERR_NO_SPACE,
+                                "write mem://%s: out of memory for %zu bytes", mf->path, end);
     if (off > d->size) memset(d->buf + d->size, 0, (size_t)off - d->size);
     if (n) memcpy(d->buf + off, buf, n);
     if (end > d->size) d->size = end;
@@ -252,13 +260,17 @@ static int mem_truncate(marble_file *f, uint64_t size, marble_error *err)
 {
     mem_file *mf = (mem_file *)f;
     mem_data *d = mf->data;
-    if (size > SIZE_MAX) return marble_error_set(err, MARBLE_ERR_NO_SPACE, "truncate mem://%s: too large", mf->path);
+    if (size > SIZE_MAX)
+        return marble_error_set(err, MARBLE_ERR_NO_SPACE, "truncate mem://%s: too large", mf->path);
     pthread_rwlock_wrlock(&d->lock);
     int rc = MARBLE_OK;
     if (size > d->size) {
         rc = ensure_cap(d, (size_t)size);
-        if (rc == MARBLE_OK) memset(d->buf + d->size, 0, (size_t)size - d->size);
-        else marble_error_set(err, MARBLE_ERR_NO_SPACE, "truncate mem://%s: out of memory", mf->path);
+        if (rc == MARBLE_OK)
+            memset(d->buf + d->size, 0, (size_t)size - d->size);
+        else
+            marble_error_set(err, MARBLE_ERR_NO_SPACE, "truncate mem://%s: out of memory",
+                             mf->path);
     }
     if (rc == MARBLE_OK) {
         d->size = (size_t)size;
@@ -303,9 +315,17 @@ static int mem_file_control(marble_file *f, int op, void *arg)
     return MARBLE_ERR_UNSUPPORTED;
 }
 
-static const marble_file_methods mem_methods = {
-    MARBLE_FILE_METHODS_VERSION, mem_read, mem_write, mem_append, mem_size, mem_sync,
-    mem_truncate, mem_map, mem_unmap, mem_close, mem_file_control};
+static const marble_file_methods mem_methods = {MARBLE_FILE_METHODS_VERSION,
+                                                mem_read,
+                                                mem_write,
+                                                mem_append,
+                                                mem_size,
+                                                mem_sync,
+                                                mem_truncate,
+                                                mem_map,
+                                                mem_unmap,
+                                                mem_close,
+                                                mem_file_control};
 
 /* ---- the backend --------------------------------------------------------------------------- */
 
@@ -323,12 +343,14 @@ static int mem_open(marble_vfs *v, const char *path, int flags, marble_file **ou
     size_t len;
     int rc = walk(m, path, &parent, &last, &len, &node, err, "open");
     if (rc == MARBLE_OK && node && node->is_dir)
-        rc = marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "open mem://%s: is a directory", path);
+        rc = marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "open mem://%s: is a directory",
+                              path);
     if (rc == MARBLE_OK && node && (flags & MARBLE_OPEN_EXCLUSIVE))
         rc = marble_error_set(err, MARBLE_ERR_EXISTS, "open mem://%s: %s", path, strerror(EEXIST));
     if (rc == MARBLE_OK && !node) {
         if (!(flags & MARBLE_OPEN_CREATE))
-            rc = marble_error_set(err, MARBLE_ERR_NOT_FOUND, "open mem://%s: %s", path, strerror(ENOENT));
+            rc = marble_error_set(err, MARBLE_ERR_NOT_FOUND, "open mem://%s: %s", path,
+                                  strerror(ENOENT));
         else if (!(node = node_add(parent, last, len, 0)))
             rc = marble_error_set(err, MARBLE_ERR_NO_MEMORY, "open mem://%s", path);
     }
@@ -364,7 +386,8 @@ static int mem_stat(marble_vfs *v, const char *path, marble_stat *out, marble_er
     size_t len;
     int rc = walk(m, path, &parent, &last, &len, &node, err, "stat");
     if (rc == MARBLE_OK && !node)
-        rc = marble_error_set(err, MARBLE_ERR_NOT_FOUND, "stat mem://%s: %s", path, strerror(ENOENT));
+        rc = marble_error_set(err, MARBLE_ERR_NOT_FOUND, "stat mem://%s: %s", path,
+                              strerror(ENOENT));
     if (rc == MARBLE_OK) {
         memset(out, 0, sizeof *out);
         out->is_dir = node->is_dir;
@@ -389,27 +412,32 @@ static int mem_list(marble_vfs *v, const char *dir, marble_dirent_fn fn, void *u
     size_t len;
     int rc = walk(m, dir, &parent, &last, &len, &node, err, "list");
     if (rc == MARBLE_OK && !node)
-        rc = marble_error_set(err, MARBLE_ERR_NOT_FOUND, "list mem://%s: %s", dir, strerror(ENOENT));
+        rc =
+            marble_error_set(err, MARBLE_ERR_NOT_FOUND, "list mem://%s: %s", dir, strerror(ENOENT));
     if (rc == MARBLE_OK && !node->is_dir)
-        rc = marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "list mem://%s: %s", dir, strerror(ENOTDIR));
+        rc = marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "list mem://%s: %s", dir,
+                              strerror(ENOTDIR));
     /* Copy the entries, then call back without the lock (the callback may use the backend). */
     size_t n = 0, i = 0;
     char **names = NULL;
     int *dirs = NULL;
     if (rc == MARBLE_OK) {
-        for (mem_node *c = node->child; c; c = c->sibling) n++;
+        for (mem_node *c = node->child; c; c = c->sibling)
+            n++;
         names = calloc(n ? n : 1, sizeof *names);
         dirs = calloc(n ? n : 1, sizeof *dirs);
         if (!names || !dirs) rc = marble_error_set(err, MARBLE_ERR_NO_MEMORY, "list mem://%s", dir);
         for (mem_node *c = node->child; rc == MARBLE_OK && c; c = c->sibling, i++) {
-            if (!(names[i] = strdup(c->name))) rc = marble_error_set(err, MARBLE_ERR_NO_MEMORY, "list mem://%s", dir);
+            if (!(names[i] = strdup(c->name)))
+                rc = marble_error_set(err, MARBLE_ERR_NO_MEMORY, "list mem://%s", dir);
             dirs[i] = c->is_dir;
         }
     }
     pthread_mutex_unlock(&m->mu);
     for (size_t k = 0; rc == MARBLE_OK && k < n; k++)
         if (fn(ud, names[k], dirs[k])) break;
-    for (size_t k = 0; names && k < n; k++) free(names[k]);
+    for (size_t k = 0; names && k < n; k++)
+        free(names[k]);
     free(names);
     free(dirs);
     return rc;
@@ -426,7 +454,8 @@ static int mem_mkdir(marble_vfs *v, const char *path, marble_error *err)
     if (rc == MARBLE_OK && node)
         rc = marble_error_set(err, MARBLE_ERR_EXISTS, "mkdir mem://%s: %s", path, strerror(EEXIST));
     if (rc == MARBLE_OK && !parent)
-        rc = marble_error_set(err, MARBLE_ERR_NOT_FOUND, "mkdir mem://%s: %s", path, strerror(ENOENT));
+        rc = marble_error_set(err, MARBLE_ERR_NOT_FOUND, "mkdir mem://%s: %s", path,
+                              strerror(ENOENT));
     if (rc == MARBLE_OK && !node_add(parent, last, len, 1))
         rc = marble_error_set(err, MARBLE_ERR_NO_MEMORY, "mkdir mem://%s", path);
     pthread_mutex_unlock(&m->mu);
@@ -442,11 +471,14 @@ static int mem_remove(marble_vfs *v, const char *path, marble_error *err)
     size_t len;
     int rc = walk(m, path, &parent, &last, &len, &node, err, "remove");
     if (rc == MARBLE_OK && !node)
-        rc = marble_error_set(err, MARBLE_ERR_NOT_FOUND, "remove mem://%s: %s", path, strerror(ENOENT));
+        rc = marble_error_set(err, MARBLE_ERR_NOT_FOUND, "remove mem://%s: %s", path,
+                              strerror(ENOENT));
     if (rc == MARBLE_OK && !parent)
-        rc = marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "remove mem://%s: cannot remove the root", path);
+        rc = marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
+                              "remove mem://%s: cannot remove the root", path);
     if (rc == MARBLE_OK && node->is_dir && node->child)
-        rc = marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "remove mem://%s: %s", path, strerror(ENOTEMPTY));
+        rc = marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "remove mem://%s: %s", path,
+                              strerror(ENOTEMPTY));
     if (rc == MARBLE_OK) {
         node_unlink(node);
         node_free(node);
@@ -465,21 +497,26 @@ static int mem_rename(marble_vfs *v, const char *from, const char *to, marble_er
     int rc = walk(m, from, &fparent, &flast, &flen, &fnode, err, "rename");
     if (rc == MARBLE_OK) rc = walk(m, to, &tparent, &tlast, &tlen, &tnode, err, "rename");
     if (rc == MARBLE_OK && !fnode)
-        rc = marble_error_set(err, MARBLE_ERR_NOT_FOUND, "rename mem://%s -> mem://%s: %s", from, to, strerror(ENOENT));
+        rc = marble_error_set(err, MARBLE_ERR_NOT_FOUND, "rename mem://%s -> mem://%s: %s", from,
+                              to, strerror(ENOENT));
     if (rc == MARBLE_OK && (!fparent || !tparent))
-        rc = marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "rename mem://%s -> mem://%s: the root cannot be renamed", from, to);
+        rc = marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
+                              "rename mem://%s -> mem://%s: the root cannot be renamed", from, to);
     if (rc == MARBLE_OK && fnode->is_dir)
         for (mem_node *a = tparent; a; a = a->parent)
             if (a == fnode) {
-                rc = marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "rename mem://%s -> mem://%s: into itself", from, to);
+                rc = marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
+                                      "rename mem://%s -> mem://%s: into itself", from, to);
                 break;
             }
     if (rc == MARBLE_OK && tnode && tnode != fnode) {
         if (tnode->is_dir != fnode->is_dir)
-            rc = marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "rename mem://%s -> mem://%s: %s", from, to,
+            rc = marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
+                                  "rename mem://%s -> mem://%s: %s", from, to,
                                   strerror(tnode->is_dir ? EISDIR : ENOTDIR));
         else if (tnode->is_dir && tnode->child)
-            rc = marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "rename mem://%s -> mem://%s: %s", from, to, strerror(ENOTEMPTY));
+            rc = marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
+                                  "rename mem://%s -> mem://%s: %s", from, to, strerror(ENOTEMPTY));
     }
     char *name = NULL;
     if (rc == MARBLE_OK && tnode != fnode && !(name = strndup(tlast, tlen)))
@@ -505,7 +542,8 @@ static int mem_sync_dir(marble_vfs *v, const char *path, marble_error *err)
     marble_stat st;
     MARBLE_RETURN_NOT_OK(mem_stat(v, path, &st, err));
     if (!st.is_dir)
-        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "sync directory mem://%s: %s", path, strerror(ENOTDIR));
+        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "sync directory mem://%s: %s",
+                                path, strerror(ENOTDIR));
     return MARBLE_OK;
 }
 
@@ -532,7 +570,9 @@ static void mem_destroy(marble_vfs *v)
 
 int marble_vfs_mem_create(marble_vfs **out, marble_error *err)
 {
-    if (!out) return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "marble_vfs_mem_create: out is NULL");
+    if (!out)
+        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
+                                "marble_vfs_mem_create: out is NULL");
     mem_vfs *m = calloc(1, sizeof *m);
     if (!m) return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "allocating the memory backend");
     pthread_mutex_init(&m->mu, NULL);

@@ -208,8 +208,17 @@ TEST(type_parse_timestamp_units_and_timezone)
 
 TEST(type_parse_fixed_width_is_strict)
 {
-    const char *bad[] = {"w:",    "w:0",  "w:-1",  "w:12x",        "w:x12",
-                         "w: 12", "w:+5", "w:012", "w:268435456", "w:2147483648", "w:99999999999999999999",
+    const char *bad[] = {"w:",
+                         "w:0",
+                         "w:-1",
+                         "w:12x",
+                         "w:x12",
+                         "w: 12",
+                         "w:+5",
+                         "w:012",
+                         "w:268435456",
+                         "w:2147483648",
+                         "w:99999999999999999999",
                          "w:1.5"};
     marble_arrow_type t;
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {

@@ -179,8 +179,7 @@ int main(int argc, char **argv)
     marble_batch_builder_destroy(rb);
     emit(argv[1], "stream_lz4_compressible.arrow", &rs, b, 1, MARBLE_IPC_STREAM,
          MARBLE_IPC_LZ4_FRAME, 8);
-    emit(argv[1], "file_zstd_compressible.arrow", &rs, b, 1, MARBLE_IPC_FILE, MARBLE_IPC_ZSTD,
-         64);
+    emit(argv[1], "file_zstd_compressible.arrow", &rs, b, 1, MARBLE_IPC_FILE, MARBLE_IPC_ZSTD, 64);
     b[0].release(&b[0]);
     rs.release(&rs);
     nested(&ns, &nb);

@@ -97,7 +97,8 @@ int main(int argc, char **argv)
 {
     int passed = 0, failed = 0;
     if (argc > 1 && strcmp(argv[1], "--list") == 0) {
-        for (int i = 0; i < ntests; i++) printf("%s\n", tests[i].name);
+        for (int i = 0; i < ntests; i++)
+            printf("%s\n", tests[i].name);
         return 0;
     }
     for (int i = 0; i < ntests; i++) {

@@ -42,8 +42,7 @@ const char *marble_test_tmpdir(void);
     do {                                                                                           \
         T va_ = (T)(a);                                                                            \
         T vb_ = (T)(b);                                                                            \
-        if (!(va_ op vb_))                                                                         \
-            FAIL("%s %s %s: " fmt " vs " fmt, #a, #op, #b, va_, vb_);                              \
+        if (!(va_ op vb_)) FAIL("%s %s %s: " fmt " vs " fmt, #a, #op, #b, va_, vb_);               \
     } while (0)
 
 #define ASSERT_EQ_INT(a, b) MARBLE_TEST_CMP_(int64_t, "%" PRId64, a, ==, b)
@@ -62,12 +61,14 @@ const char *marble_test_tmpdir(void);
     do {                                                                                           \
         const char *sa_ = (a), *sb_ = (b);                                                         \
         if (!sa_ || !sb_ || strcmp(sa_, sb_) != 0)                                                 \
-            FAIL("%s == %s: \"%s\" vs \"%s\"", #a, #b, sa_ ? sa_ : "(null)", sb_ ? sb_ : "(null)"); \
+            FAIL("%s == %s: \"%s\" vs \"%s\"", #a, #b, sa_ ? sa_ : "(null)",                       \
+                 sb_ ? sb_ : "(null)");                                                            \
     } while (0)
 #define ASSERT_CONTAINS(hay, needle)                                                               \
     do {                                                                                           \
         const char *h_ = (hay), *n_ = (needle);                                                    \
-        if (!h_ || !strstr(h_, n_)) FAIL("\"%s\" does not contain \"%s\"", h_ ? h_ : "(null)", n_); \
+        if (!h_ || !strstr(h_, n_))                                                                \
+            FAIL("\"%s\" does not contain \"%s\"", h_ ? h_ : "(null)", n_);                        \
     } while (0)
 
 #endif

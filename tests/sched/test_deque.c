@@ -15,10 +15,13 @@ TEST(single_thread_lifo_pop_fifo_steal)
     ASSERT_OK(marble__deque_init(&dq, 2));
     ASSERT_NULL(marble__deque_pop(&dq));
     ASSERT_NULL(marble__deque_steal(&dq, NULL));
-    for (uintptr_t i = 1; i <= 1000; i++) ASSERT_OK(marble__deque_push(&dq, ITEM(i)));
+    for (uintptr_t i = 1; i <= 1000; i++)
+        ASSERT_OK(marble__deque_push(&dq, ITEM(i)));
     ASSERT_EQ_INT(marble__deque_size(&dq), 1000);
-    for (uintptr_t i = 1; i <= 10; i++) ASSERT_EQ_U64(VAL(marble__deque_steal(&dq, NULL)), i);
-    for (uintptr_t i = 1000; i > 10; i--) ASSERT_EQ_U64(VAL(marble__deque_pop(&dq)), i);
+    for (uintptr_t i = 1; i <= 10; i++)
+        ASSERT_EQ_U64(VAL(marble__deque_steal(&dq, NULL)), i);
+    for (uintptr_t i = 1000; i > 10; i--)
+        ASSERT_EQ_U64(VAL(marble__deque_pop(&dq)), i);
     ASSERT_NULL(marble__deque_pop(&dq));
     ASSERT_NULL(marble__deque_steal(&dq, NULL));
     ASSERT_EQ_INT(marble__deque_size(&dq), 0);
@@ -43,7 +46,8 @@ TEST(interleaved_push_pop_steal_wraps_ring)
     }
     int64_t left = marble__deque_size(&dq);
     ASSERT_EQ_INT(left, (int64_t)(next - oldest));
-    for (int64_t i = 0; i < left; i++) ASSERT_NOT_NULL(marble__deque_pop(&dq));
+    for (int64_t i = 0; i < left; i++)
+        ASSERT_NOT_NULL(marble__deque_pop(&dq));
     ASSERT_NULL(marble__deque_pop(&dq));
     marble__deque_destroy(&dq);
 }
@@ -54,9 +58,11 @@ TEST(steal_batch_takes_about_half)
     void *out[64];
     ASSERT_OK(marble__deque_init(&dq, 2));
     ASSERT_EQ_INT(marble__deque_steal_batch(&dq, out, 64), 0);
-    for (uintptr_t i = 1; i <= 10; i++) ASSERT_OK(marble__deque_push(&dq, ITEM(i)));
+    for (uintptr_t i = 1; i <= 10; i++)
+        ASSERT_OK(marble__deque_push(&dq, ITEM(i)));
     ASSERT_EQ_INT(marble__deque_steal_batch(&dq, out, 64), 5);
-    for (int i = 0; i < 5; i++) ASSERT_EQ_U64(VAL(out[i]), (uint64_t)i + 1);
+    for (int i = 0; i < 5; i++)
+        ASSERT_EQ_U64(VAL(out[i]), (uint64_t)i + 1);
     ASSERT_EQ_INT(marble__deque_steal_batch(&dq, out, 2), 2);
     ASSERT_EQ_U64(VAL(out[0]), 6);
     ASSERT_EQ_INT(marble__deque_steal_batch(&dq, out, 64), 2);
@@ -92,13 +98,16 @@ static void *thief(void *arg)
         int done = atomic_load(&owner_done);
         if (batch) {
             int n = marble__deque_steal_batch(&sdq, out, 16);
-            for (int i = 0; i < n; i++) take(out[i]);
+            for (int i = 0; i < n; i++)
+                take(out[i]);
             if (n == 0 && done) break;
         } else {
             int lost = 0;
             void *p = marble__deque_steal(&sdq, &lost);
-            if (p) take(p);
-            else if (!lost && done) break;
+            if (p)
+                take(p);
+            else if (!lost && done)
+                break;
         }
     }
     return NULL;
@@ -124,10 +133,12 @@ static void stress(int owner_pops)
     }
     if (owner_pops) {
         void *p;
-        while ((p = marble__deque_pop(&sdq))) take(p);
+        while ((p = marble__deque_pop(&sdq)))
+            take(p);
     }
     atomic_store(&owner_done, 1);
-    for (int i = 0; i < THIEVES; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < THIEVES; i++)
+        pthread_join(th[i], NULL);
     ASSERT_EQ_INT(atomic_load(&total_taken), STRESS_ITEMS);
     for (uintptr_t i = 1; i <= STRESS_ITEMS; i++)
         if (atomic_load(&taken[i]) != 1)

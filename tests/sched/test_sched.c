@@ -96,7 +96,8 @@ TEST(million_outside_tasks_run_exactly_once)
     marble_sched *s = make(2);
     marble_group g;
     marble_group_init(&g, s, NULL);
-    for (uintptr_t i = 0; i < MILLION; i++) ASSERT_OK(marble_group_spawn(&g, mark_task, (void *)i));
+    for (uintptr_t i = 0; i < MILLION; i++)
+        ASSERT_OK(marble_group_spawn(&g, mark_task, (void *)i));
     ASSERT_OK(marble_group_wait(&g, NULL));
     check_all_once(MILLION);
     marble_sched_stats st;
@@ -164,7 +165,8 @@ TEST(producer_token_tasks_run_exactly_once)
         ASSERT_OK(marble_producer_submit(tok, &g, mark_task, (void *)i));
     void *args[1000];
     for (uintptr_t i = N / 2; i < N; i += 1000) {
-        for (int j = 0; j < 1000; j++) args[j] = (void *)(i + (uintptr_t)j);
+        for (int j = 0; j < 1000; j++)
+            args[j] = (void *)(i + (uintptr_t)j);
         ASSERT_OK(marble_producer_submit_many(tok, &g, mark_task, args, 1000));
     }
     ASSERT_OK(marble_group_wait(&g, NULL));
@@ -199,7 +201,8 @@ static marble_task_status wait_cancel_task(marble_task_ctx *ctx, void *p)
 {
     (void)p;
     atomic_store(&gate, 1);
-    while (!marble_task_cancelled(ctx)) marble_sleep_ns(100000);
+    while (!marble_task_cancelled(ctx))
+        marble_sleep_ns(100000);
     atomic_fetch_add(&counter, 1);
     return MARBLE_TASK_DONE;
 }
@@ -212,9 +215,11 @@ TEST(cancel_skips_pending_tasks_and_wait_reports_cancelled)
     marble_group g;
     marble_group_init(&g, s, NULL);
     ASSERT_OK(marble_group_spawn(&g, wait_cancel_task, NULL));
-    while (!atomic_load(&gate)) marble_sleep_ns(100000);
+    while (!atomic_load(&gate))
+        marble_sleep_ns(100000);
     /* The only worker is busy, so these stay queued until the cancel. */
-    for (int i = 0; i < 1000; i++) ASSERT_OK(marble_group_spawn(&g, count_task, NULL));
+    for (int i = 0; i < 1000; i++)
+        ASSERT_OK(marble_group_spawn(&g, count_task, NULL));
     marble_group_cancel(&g);
     marble_error err;
     ASSERT_EQ_INT(marble_group_wait(&g, &err), MARBLE_ERR_CANCELLED);
@@ -241,8 +246,10 @@ TEST(parent_token_cancels_child_tokens_and_groups)
     marble_group g;
     marble_group_init(&g, s, child);
     ASSERT_OK(marble_group_spawn(&g, wait_cancel_task, NULL));
-    while (!atomic_load(&gate)) marble_sleep_ns(100000);
-    for (int i = 0; i < 10; i++) ASSERT_OK(marble_group_spawn(&g, count_task, NULL));
+    while (!atomic_load(&gate))
+        marble_sleep_ns(100000);
+    for (int i = 0; i < 10; i++)
+        ASSERT_OK(marble_group_spawn(&g, count_task, NULL));
     marble_cancel_token_cancel(root);
     ASSERT_TRUE(marble_cancel_token_is_cancelled(child));
     ASSERT_TRUE(marble_cancel_token_is_cancelled(marble_group_token(&g)));
@@ -284,10 +291,12 @@ TEST(first_error_wins_and_cancels_the_rest)
     marble_group hg;
     marble_group_init(&hg, s, hold);
     ASSERT_OK(marble_group_spawn(&hg, wait_cancel_task, NULL));
-    while (!atomic_load(&gate)) marble_sleep_ns(100000);
+    while (!atomic_load(&gate))
+        marble_sleep_ns(100000);
     ASSERT_OK(marble_group_spawn(&g, fail_task, (void *)7));
     ASSERT_OK(marble_group_spawn(&g, fail_task, (void *)8));
-    for (int i = 0; i < 100; i++) ASSERT_OK(marble_group_spawn(&g, count_task, NULL));
+    for (int i = 0; i < 100; i++)
+        ASSERT_OK(marble_group_spawn(&g, count_task, NULL));
     marble_cancel_token_cancel(hold);
     marble_error err;
     ASSERT_EQ_INT(marble_group_wait(&g, &err), MARBLE_ERR_IO);
@@ -377,7 +386,8 @@ TEST(yield_requeues_behind_other_tasks)
     marble_group_init(&hg, s, hold);
     marble_group_init(&g, s, NULL);
     ASSERT_OK(marble_group_spawn(&hg, wait_cancel_task, NULL));
-    while (!atomic_load(&gate)) marble_sleep_ns(100000);
+    while (!atomic_load(&gate))
+        marble_sleep_ns(100000);
     int left = 2;
     ASSERT_OK(marble_group_spawn(&g, yielding_task, &left));
     ASSERT_OK(marble_group_spawn(&g, b_task, NULL));
@@ -424,7 +434,8 @@ TEST(blocked_task_runs_again_after_resume)
     marble_group_init(&g, s, NULL);
     ASSERT_OK(marble_group_spawn(&g, blocking_task, &a));
     marble_task_handle *h;
-    while (!(h = atomic_load(&a.handle))) marble_sleep_ns(100000);
+    while (!(h = atomic_load(&a.handle)))
+        marble_sleep_ns(100000);
     marble_sleep_ns(2000000);
     ASSERT_EQ_INT(marble_group_pending(&g), 1);
     ASSERT_EQ_INT(atomic_load(&a.calls), 1);
@@ -545,7 +556,8 @@ TEST(shutdown_drain_runs_pending_work)
     atomic_store(&counter, 0);
     marble_group g;
     marble_group_init(&g, s, NULL);
-    for (int i = 0; i < 10000; i++) ASSERT_OK(marble_group_spawn(&g, spawn_more_task, NULL));
+    for (int i = 0; i < 10000; i++)
+        ASSERT_OK(marble_group_spawn(&g, spawn_more_task, NULL));
     marble_error err;
     ASSERT_OK(marble_sched_shutdown(s, MARBLE_SHUTDOWN_DRAIN, &err));
     /* Every queued task ran, and so did the 10 each of them spawned while draining. */
@@ -566,8 +578,10 @@ TEST(shutdown_cancel_skips_pending_work)
     marble_group g;
     marble_group_init(&g, s, NULL);
     ASSERT_OK(marble_group_spawn(&g, wait_cancel_task, NULL));
-    while (!atomic_load(&gate)) marble_sleep_ns(100000);
-    for (int i = 0; i < 5000; i++) ASSERT_OK(marble_group_spawn(&g, count_task, NULL));
+    while (!atomic_load(&gate))
+        marble_sleep_ns(100000);
+    for (int i = 0; i < 5000; i++)
+        ASSERT_OK(marble_group_spawn(&g, count_task, NULL));
     ASSERT_OK(marble_sched_shutdown(s, MARBLE_SHUTDOWN_CANCEL, NULL));
     ASSERT_EQ_INT(atomic_load(&counter), 1); /* the running task saw the cancel and finished */
     ASSERT_EQ_INT(marble_group_wait(&g, NULL), MARBLE_ERR_CANCELLED);
@@ -583,7 +597,8 @@ TEST(destroy_with_pending_work_drains_it)
     atomic_store(&counter, 0);
     marble_group g;
     marble_group_init(&g, s, NULL);
-    for (int i = 0; i < 20000; i++) ASSERT_OK(marble_group_spawn(&g, count_task, NULL));
+    for (int i = 0; i < 20000; i++)
+        ASSERT_OK(marble_group_spawn(&g, count_task, NULL));
     marble_sched_destroy(s);
     ASSERT_EQ_INT(atomic_load(&counter), 20000);
     marble_sched_destroy(NULL);

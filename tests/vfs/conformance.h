@@ -208,7 +208,8 @@ static void vfs_conformance(marble_fs *fs, const char *base)
     /* Append. */
     if (caps & MARBLE_CAP_APPEND) {
         const char *f2 = conf_uri(base, "a/log");
-        CONF_OK(marble_fs_open(fs, f2, MARBLE_OPEN_WRITE | MARBLE_OPEN_CREATE | MARBLE_OPEN_APPEND, &f, &e_));
+        CONF_OK(marble_fs_open(fs, f2, MARBLE_OPEN_WRITE | MARBLE_OPEN_CREATE | MARBLE_OPEN_APPEND,
+                               &f, &e_));
         CONF_OK(marble_file_append(f, "abc", 3, &e_));
         CONF_OK(marble_file_append(f, "def", 3, &e_));
         CONF_OK(marble_file_close(f, &e_));
@@ -233,7 +234,9 @@ static void vfs_conformance(marble_fs *fs, const char *base)
     }
 
     /* Open errors. */
-    ASSERT_EQ_INT(marble_fs_open(fs, f1, MARBLE_OPEN_WRITE | MARBLE_OPEN_CREATE | MARBLE_OPEN_EXCLUSIVE, &f, &err),
+    ASSERT_EQ_INT(marble_fs_open(fs, f1,
+                                 MARBLE_OPEN_WRITE | MARBLE_OPEN_CREATE | MARBLE_OPEN_EXCLUSIVE, &f,
+                                 &err),
                   MARBLE_ERR_EXISTS);
     ASSERT_CONTAINS(err.message, "f1");
     ASSERT_EQ_INT(marble_fs_open(fs, conf_uri(base, "a/missing"), MARBLE_OPEN_READ, &f, &err),
@@ -242,7 +245,8 @@ static void vfs_conformance(marble_fs *fs, const char *base)
     ASSERT_EQ_INT(marble_fs_open(fs, conf_uri(base, "a/b"), MARBLE_OPEN_READ, &f, &err),
                   MARBLE_ERR_INVALID_ARGUMENT);
     ASSERT_CONTAINS(err.message, "directory");
-    ASSERT_EQ_INT(marble_fs_open(fs, conf_uri(base, "nodir/x"), MARBLE_OPEN_WRITE | MARBLE_OPEN_CREATE, &f, &err),
+    ASSERT_EQ_INT(marble_fs_open(fs, conf_uri(base, "nodir/x"),
+                                 MARBLE_OPEN_WRITE | MARBLE_OPEN_CREATE, &f, &err),
                   MARBLE_ERR_NOT_FOUND);
     ASSERT_EQ_INT(marble_fs_open(fs, f1, 0, &f, &err), MARBLE_ERR_INVALID_ARGUMENT);
     ASSERT_EQ_INT(marble_fs_open(fs, f1, MARBLE_OPEN_READ | MARBLE_OPEN_TRUNCATE, &f, &err),
@@ -270,7 +274,8 @@ static void vfs_conformance(marble_fs *fs, const char *base)
     ASSERT_FALSE(st.is_dir);
     if (caps & MARBLE_CAP_RANDOM_READ) ASSERT_EQ_INT(st.size, f1_size);
     conf_expect_content(fs, f3, f1_data, f1_size);
-    ASSERT_EQ_INT(marble_fs_rename(fs, conf_uri(base, "a/none"), f1, 0, &err), MARBLE_ERR_NOT_FOUND);
+    ASSERT_EQ_INT(marble_fs_rename(fs, conf_uri(base, "a/none"), f1, 0, &err),
+                  MARBLE_ERR_NOT_FOUND);
     ASSERT_NE_INT(marble_fs_remove(fs, conf_uri(base, "a/b"), &err), MARBLE_OK); /* not empty */
     CONF_OK(marble_fs_remove(fs, f3, &e_));
     CONF_OK(marble_fs_remove(fs, conf_uri(base, "a/b/c"), &e_));

@@ -56,8 +56,10 @@ TEST(uri_errors_name_what_is_wrong)
     ASSERT_NULL(f);
     ASSERT_EQ_INT(marble_fs_open(fs, "", MARBLE_OPEN_READ, &f, &err), MARBLE_ERR_INVALID_ARGUMENT);
     ASSERT_CONTAINS(err.message, "empty path");
-    ASSERT_EQ_INT(marble_fs_open(fs, "file://", MARBLE_OPEN_READ, &f, &err), MARBLE_ERR_INVALID_ARGUMENT);
-    ASSERT_EQ_INT(marble_fs_open(fs, NULL, MARBLE_OPEN_READ, &f, &err), MARBLE_ERR_INVALID_ARGUMENT);
+    ASSERT_EQ_INT(marble_fs_open(fs, "file://", MARBLE_OPEN_READ, &f, &err),
+                  MARBLE_ERR_INVALID_ARGUMENT);
+    ASSERT_EQ_INT(marble_fs_open(fs, NULL, MARBLE_OPEN_READ, &f, &err),
+                  MARBLE_ERR_INVALID_ARGUMENT);
     ASSERT_EQ_INT(marble_fs_open(fs, "/nonexistent/dir/file", MARBLE_OPEN_READ, &f, &err),
                   MARBLE_ERR_NOT_FOUND);
     ASSERT_CONTAINS(err.message, "/nonexistent/dir/file");
@@ -109,7 +111,8 @@ static const char *glob_of(marble_fs *fs, const char *base, const char *pat, glo
     /* Strip the base so expectations read the same for every backend. */
     char out[2048] = "";
     size_t bl = strlen(base) + 1;
-    for (char *save = NULL, *tok = strtok_r(g->s, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
+    for (char *save = NULL, *tok = strtok_r(g->s, " ", &save); tok;
+         tok = strtok_r(NULL, " ", &save)) {
         if (strncmp(tok, base, bl - 1) != 0) FAIL("glob result %s outside %s", tok, base);
         size_t len = strlen(out);
         snprintf(out + len, sizeof out - len, "%s%s", len ? " " : "", tok + bl);
@@ -120,7 +123,8 @@ static const char *glob_of(marble_fs *fs, const char *base, const char *pat, glo
 
 static void glob_cases(marble_fs *fs, const char *base)
 {
-    const char *files[] = {"a/x.sst", "a/y.sst", "a/z.log", "a/b/v.sst", "a/b/c/w.sst", "a/b/c/w.log", "top.sst"};
+    const char *files[] = {"a/x.sst",     "a/y.sst",     "a/z.log", "a/b/v.sst",
+                           "a/b/c/w.sst", "a/b/c/w.log", "top.sst"};
     char p[1024];
     ASSERT_OK(marble_fs_mkdir(fs, (snprintf(p, sizeof p, "%s/a/b/c", base), p), 1, NULL));
     for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
@@ -195,11 +199,13 @@ TEST(read_all_write_all_and_durable_rename)
     char a[1024], b[1024];
     snprintf(a, sizeof a, "%s/d1/a", marble_test_tmpdir());
     snprintf(b, sizeof b, "%s/d2/b", marble_test_tmpdir());
-    ASSERT_OK(marble_fs_mkdir(fs, (snprintf(b, sizeof b, "%s/d2", marble_test_tmpdir()), b), 0, NULL));
+    ASSERT_OK(
+        marble_fs_mkdir(fs, (snprintf(b, sizeof b, "%s/d2", marble_test_tmpdir()), b), 0, NULL));
     snprintf(b, sizeof b, "%s/d2/b", marble_test_tmpdir());
     marble_error err;
     ASSERT_EQ_INT(marble_fs_write_all(fs, a, "x", 1, 1, &err), MARBLE_ERR_NOT_FOUND);
-    ASSERT_OK(marble_fs_mkdir(fs, (snprintf(a, sizeof a, "%s/d1", marble_test_tmpdir()), a), 0, NULL));
+    ASSERT_OK(
+        marble_fs_mkdir(fs, (snprintf(a, sizeof a, "%s/d1", marble_test_tmpdir()), a), 0, NULL));
     snprintf(a, sizeof a, "%s/d1/a", marble_test_tmpdir());
     ASSERT_OK(marble_fs_write_all(fs, a, "payload", 7, 1, NULL));
     marble_fs_stats before, after;
@@ -216,8 +222,9 @@ TEST(read_all_write_all_and_durable_rename)
     ASSERT_EQ_INT(marble_fs_read_all(fs, "mem://", &data, &n, &err), MARBLE_ERR_INVALID_ARGUMENT);
     ASSERT_CONTAINS(err.message, "directory");
     /* mkdir -p over a file is an error naming it. */
-    ASSERT_EQ_INT(marble_fs_mkdir(fs, (snprintf(a, sizeof a, "%s/d2/b/c", marble_test_tmpdir()), a), 1, &err),
-                  MARBLE_ERR_INVALID_ARGUMENT);
+    ASSERT_EQ_INT(
+        marble_fs_mkdir(fs, (snprintf(a, sizeof a, "%s/d2/b/c", marble_test_tmpdir()), a), 1, &err),
+        MARBLE_ERR_INVALID_ARGUMENT);
     ASSERT_CONTAINS(err.message, "not a directory");
     close_fs(fs);
 }
@@ -229,7 +236,9 @@ TEST(direct_io_and_large_offsets)
     snprintf(p, sizeof p, "%s/direct", marble_test_tmpdir());
     marble_file *f;
     marble_error err;
-    int rc = marble_fs_open(fs, p, MARBLE_OPEN_READ | MARBLE_OPEN_WRITE | MARBLE_OPEN_CREATE | MARBLE_OPEN_DIRECT, &f, &err);
+    int rc = marble_fs_open(
+        fs, p, MARBLE_OPEN_READ | MARBLE_OPEN_WRITE | MARBLE_OPEN_CREATE | MARBLE_OPEN_DIRECT, &f,
+        &err);
     if (rc == MARBLE_OK) {
         void *buf = aligned_alloc(MARBLE_DIRECT_ALIGN, 2 * MARBLE_DIRECT_ALIGN);
         memset(buf, 'd', 2 * MARBLE_DIRECT_ALIGN);
@@ -251,12 +260,15 @@ TEST(direct_io_and_large_offsets)
     } else {
         fprintf(stderr, "note: O_DIRECT open refused here: %s\n", err.message);
     }
-    ASSERT_EQ_INT(marble_fs_open(fs, "mem://d", MARBLE_OPEN_WRITE | MARBLE_OPEN_CREATE | MARBLE_OPEN_DIRECT, &f, &err),
+    ASSERT_EQ_INT(marble_fs_open(fs, "mem://d",
+                                 MARBLE_OPEN_WRITE | MARBLE_OPEN_CREATE | MARBLE_OPEN_DIRECT, &f,
+                                 &err),
                   MARBLE_ERR_UNSUPPORTED);
 
     /* Beyond 4 GiB (a sparse file). */
     snprintf(p, sizeof p, "%s/sparse", marble_test_tmpdir());
-    ASSERT_OK(marble_fs_open(fs, p, MARBLE_OPEN_READ | MARBLE_OPEN_WRITE | MARBLE_OPEN_CREATE, &f, NULL));
+    ASSERT_OK(
+        marble_fs_open(fs, p, MARBLE_OPEN_READ | MARBLE_OPEN_WRITE | MARBLE_OPEN_CREATE, &f, NULL));
     uint64_t far = (5ull << 30) + 123;
     ASSERT_OK(marble_file_write(f, far, "far", 3, NULL));
     uint64_t size;
