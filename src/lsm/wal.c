@@ -27,7 +27,7 @@
 #include "lsm/wal.h"
 #include "marble/base.h"
 
-#define WAL_HEADER 16
+#define WAL_HEADER 20 /* crc, length, seq, header crc */
 #define WAL_NAME_MAX 32
 #define WAL_DEFAULT_SEGMENT ((uint64_t)64 << 20)
 #define WAL_DEFAULT_GROUP ((size_t)4 << 20)
@@ -100,6 +100,17 @@ static uint32_t mask_crc(uint32_t crc)
     return ((crc >> 15) | (crc << 17)) + WAL_CRC_MASK_DELTA;
 }
 
+/* The header CRC covers segment, length and seq (bytes 4..16): checking it costs O(1), so the
+ * search for a valid record after a bad one is linear in the tail, whatever lengths the bytes
+ * there claim. */
+static uint32_t header_crc(uint64_t segment, const unsigned char *hdr)
+{
+    unsigned char seg[8];
+    put64(seg, segment);
+    uint32_t crc = marble_crc32c(seg, sizeof seg);
+    return mask_crc(marble_crc32c_extend(crc, hdr + 4, 12));
+}
+
 static uint32_t record_crc(uint64_t segment, const unsigned char *hdr, const void *payload,
                            size_t len)
 {
@@ -116,6 +127,7 @@ static void encode_record(unsigned char *out, uint64_t segment, uint64_t seq, co
 {
     put32(out + 4, (uint32_t)len);
     put64(out + 8, seq);
+    put32(out + 16, header_crc(segment, out));
     if (len) memcpy(out + WAL_HEADER, payload, len);
     put32(out, record_crc(segment, out, payload, len));
 }
@@ -125,6 +137,7 @@ enum { REC_OK, REC_SHORT, REC_CRC };
 static int check_record(const unsigned char *p, uint64_t avail, uint64_t segment, uint32_t *len)
 {
     if (avail < WAL_HEADER) return REC_SHORT;
+    if (get32(p + 16) != header_crc(segment, p)) return REC_CRC;
     uint32_t n = get32(p + 4);
     if (n > MARBLE__WAL_MAX_PAYLOAD || (uint64_t)n + WAL_HEADER > avail) return REC_SHORT;
     if (get32(p) != record_crc(segment, p, p + WAL_HEADER, n)) return REC_CRC;
@@ -314,6 +327,15 @@ int marble__wal_replay(marble_fs *fs, const char *dir_uri, uint64_t from_segment
     size_t first = 0;
     while (rc == MARBLE_OK && first < l.n && l.v[first] < from_segment)
         first++;
+    /* The segment replay is asked to start from must be there (the manifest names one that
+     * remove_upto never deletes): starting later would skip acknowledged records silently. */
+    if (rc == MARBLE_OK && from_segment > 0 &&
+        ((first < l.n && l.v[first] != from_segment) || (first == l.n && first > 0))) {
+        char name[WAL_NAME_MAX];
+        segment_name(name, from_segment);
+        rc = marble_error_set(err, MARBLE_ERR_CORRUPTION,
+                              "wal %s: segment %s, where replay starts, is missing", dir, name);
+    }
     for (size_t i = first; rc == MARBLE_OK && i < l.n; i++) {
         char *uri = segment_uri(dir, l.v[i]);
         if (!uri) {
