@@ -170,7 +170,9 @@ int bench_arrow_area(int argc, char **argv)
         if (!strcmp(argv[i], "--json")) {
             o.json = 1;
         } else if (!strcmp(argv[i], "--reps") && i + 1 < argc) {
-            o.reps = atoi(argv[++i]);
+            char *end;
+            long v = strtol(argv[++i], &end, 10);
+            o.reps = *end || end == argv[i] ? 0 : (int)v;
             if (o.reps < 1 || o.reps > 100) {
                 fprintf(stderr, "marble-bench arrow: --reps wants 1 to 100\n");
                 return 2;
