@@ -6,6 +6,7 @@
 
 #include "marble/vfs.h"
 #include "marble_test.h"
+#include "vfs_test.h"
 
 #define FILE_SIZE ((size_t)8 << 20)
 #define READ_SIZE 4096
@@ -16,14 +17,6 @@ static uint8_t pattern(uint64_t off)
     return (uint8_t)((((off >> 3) + 1) * 0x9E3779B97F4A7C15ull) >> (8 * (off & 7)));
 }
 
-static uint64_t rng_next(uint64_t *s)
-{
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    return *s;
-}
-
 static marble_fs *make_fs(void)
 {
     marble_fs *fs = NULL;
@@ -31,13 +24,6 @@ static marble_fs *make_fs(void)
     int rc = marble_fs_create(&fs, &err);
     if (rc != MARBLE_OK) FAIL("marble_fs_create: %s", err.message);
     return fs;
-}
-
-static void close_fs(marble_fs *fs)
-{
-    marble_error err;
-    int rc = marble_fs_destroy(fs, &err);
-    if (rc != MARBLE_OK) FAIL("marble_fs_destroy: %s", err.message);
 }
 
 /* Writes `size` pattern bytes to `uri` and opens it with `flags`. */

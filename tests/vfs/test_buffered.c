@@ -4,34 +4,10 @@
 
 #include "marble/vfs.h"
 #include "marble_test.h"
+#include "vfs_test.h"
 
 #define KiB ((size_t)1 << 10)
 #define MiB ((size_t)1 << 20)
-
-static marble_fs *new_fs(void)
-{
-    marble_fs *fs = NULL;
-    marble_error err;
-    if (marble_fs_create(&fs, &err) != MARBLE_OK) FAIL("marble_fs_create: %s", err.message);
-    return fs;
-}
-
-static void close_fs(marble_fs *fs)
-{
-    marble_error err;
-    marble_fs_stats st;
-    marble_fs_get_stats(fs, &st);
-    ASSERT_EQ_U64(st.open_files, 0);
-    if (marble_fs_destroy(fs, &err) != MARBLE_OK) FAIL("marble_fs_destroy: %s", err.message);
-}
-
-static uint64_t rng_next(uint64_t *s)
-{
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    return *s;
-}
 
 static uint8_t *make_data(size_t n, uint64_t seed)
 {

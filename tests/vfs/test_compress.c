@@ -8,6 +8,7 @@
 #include "conformance.h"
 #include "marble/vfs.h"
 #include "marble_test.h"
+#include "vfs_test.h"
 
 #define MiB ((size_t)1 << 20)
 
@@ -17,31 +18,6 @@ static const char *const exts[] = {"zst", "lz4", "gz"};
 static const char *ext_of(marble_codec c)
 {
     return exts[(int)c - 1];
-}
-
-static marble_fs *new_fs(void)
-{
-    marble_fs *fs = NULL;
-    marble_error err;
-    if (marble_fs_create(&fs, &err) != MARBLE_OK) FAIL("marble_fs_create: %s", err.message);
-    return fs;
-}
-
-static void close_fs(marble_fs *fs)
-{
-    marble_error err;
-    marble_fs_stats st;
-    marble_fs_get_stats(fs, &st);
-    ASSERT_EQ_U64(st.open_files, 0);
-    if (marble_fs_destroy(fs, &err) != MARBLE_OK) FAIL("marble_fs_destroy: %s", err.message);
-}
-
-static uint64_t rng_next(uint64_t *s)
-{
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    return *s;
 }
 
 /* Segments of random bytes, English-like text, zeros and short repeats, in random order. */

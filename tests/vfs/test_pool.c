@@ -7,6 +7,7 @@
 #include "marble/base.h"
 #include "marble/vfs.h"
 #include "marble_test.h"
+#include "vfs_test.h"
 
 #define OK(expr)                                                                                   \
     do {                                                                                           \
@@ -45,12 +46,6 @@ static marble_fs *fs_with_files(void)
         OK(marble_fs_write_all(fs, uri_of(i), data, FILE_SIZE, 0, &e_));
     }
     return fs;
-}
-
-static void close_fs(marble_fs *fs)
-{
-    marble_error err;
-    if (marble_fs_destroy(fs, &err) != MARBLE_OK) FAIL("marble_fs_destroy: %s", err.message);
 }
 
 static marble_handle_pool *new_pool(marble_fs *fs, size_t max_open, uint32_t timeout_ms)

@@ -7,22 +7,9 @@
 #include <unistd.h>
 
 #include "conformance.h"
+#include "vfs_test.h"
 #include "marble/base.h"
 #include "vfs/vfs_internal.h"
-
-static marble_fs *new_fs(void)
-{
-    marble_fs *fs = NULL;
-    marble_error err;
-    if (marble_fs_create(&fs, &err) != MARBLE_OK) FAIL("marble_fs_create: %s", err.message);
-    return fs;
-}
-
-static void close_fs(marble_fs *fs)
-{
-    marble_error err;
-    if (marble_fs_destroy(fs, &err) != MARBLE_OK) FAIL("marble_fs_destroy: %s", err.message);
-}
 
 TEST(conformance_local)
 {
