@@ -713,3 +713,84 @@ TEST(bad_arguments_are_clear_errors)
     ASSERT_TRUE(idx == 0 || idx == 1);
     marble_sched_destroy(s);
 }
+
+/* ---- outside threads and their implicit producer queues ------------------------------------- */
+
+typedef struct outsider {
+    marble_sched *a, *b;
+    int n;
+    pthread_mutex_t *mu;
+    pthread_cond_t *cv;
+    int *stage;
+} outsider;
+
+static void *outside_spawner(void *p)
+{
+    outsider *o = p;
+    for (int round = 0; round < 4; round++) {
+        /* Alternating schedulers hands this thread's queue back and takes another each time. */
+        marble_sched *s = (round % 2 || !o->b) ? o->a : o->b;
+        marble_group g;
+        marble_group_init(&g, s, NULL);
+        for (int i = 0; i < o->n; i++)
+            if (marble_group_spawn(&g, count_task, NULL) != MARBLE_OK) return (void *)1;
+        if (marble_group_wait(&g, NULL) != MARBLE_OK) return (void *)1;
+    }
+    if (o->mu) {
+        /* Wait until the scheduler is destroyed, then exit: the thread-exit hook must notice
+         * that its queue's scheduler is gone and leave it alone. */
+        pthread_mutex_lock(o->mu);
+        *o->stage = 1;
+        pthread_cond_broadcast(o->cv);
+        while (*o->stage != 2)
+            pthread_cond_wait(o->cv, o->mu);
+        pthread_mutex_unlock(o->mu);
+    }
+    return NULL;
+}
+
+TEST(outside_threads_come_and_go)
+{
+    marble_sched *a = make(2), *b = make(1);
+    atomic_store(&counter, 0);
+    for (int wave = 0; wave < 4; wave++) {
+        pthread_t th[8];
+        outsider o = {a, b, 500, NULL, NULL, NULL};
+        for (int i = 0; i < 8; i++)
+            ASSERT_OK(pthread_create(&th[i], NULL, outside_spawner, &o));
+        for (int i = 0; i < 8; i++) {
+            void *rv;
+            pthread_join(th[i], &rv);
+            ASSERT_NULL(rv);
+        }
+    }
+    ASSERT_EQ_INT(atomic_load(&counter), 4 * 8 * 4 * 500);
+    marble_sched_stats st;
+    marble_sched_get_stats(a, &st);
+    ASSERT_EQ_U64(st.injected, 4 * 8 * 2 * 500);
+    marble_sched_destroy(b);
+
+    /* A thread outlives the scheduler it spawned into. */
+    pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+    int stage = 0;
+    outsider o = {a, NULL, 100, &mu, &cv, &stage};
+    pthread_t th;
+    ASSERT_OK(pthread_create(&th, NULL, outside_spawner, &o));
+    pthread_mutex_lock(&mu);
+    while (stage != 1)
+        pthread_cond_wait(&cv, &mu);
+    pthread_mutex_unlock(&mu);
+    marble_sched_destroy(a);
+    pthread_mutex_lock(&mu);
+    stage = 2;
+    pthread_cond_broadcast(&cv);
+    pthread_mutex_unlock(&mu);
+    void *rv;
+    pthread_join(th, &rv);
+    ASSERT_NULL(rv);
+    /* A new scheduler (perhaps at the same address) starts from a clean slate. */
+    a = make(2);
+    ASSERT_EQ_INT(run_fib(a, 15), 610);
+    marble_sched_destroy(a);
+}
