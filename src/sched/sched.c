@@ -141,8 +141,9 @@ struct marble_sched {
     _Atomic int target;
     _Atomic int state; /* RUNNING, SHUT_DRAIN or SHUT_CANCEL */
     _Atomic int stopping;
-    bool joined;             /* under inj_mu: workers are gone, leftovers are skipped */
-    _Atomic int joined_flag; /* the same, readable without inj_mu (seq_cst: see spawn_outside) */
+    /* Workers are gone, leftovers are skipped. Set under inj_mu (so enqueue sees it there) with a
+     * seq_cst store (so sweep_if_joined sees it without the lock; see there). */
+    _Atomic int joined;
     uint64_t id;             /* unique over the process's life, for implicit producer slots */
     struct marble_sched *live_next; /* under live_mu */
     bool shut_done;                 /* under mu */
@@ -379,7 +380,7 @@ static task *list_pop_locked(task_list *l)
 static void enqueue(marble_sched *s, task_list *l, task *t)
 {
     pthread_mutex_lock(&s->inj_mu);
-    if (s->joined) {
+    if (atomic_load_explicit(&s->joined, memory_order_relaxed)) {
         pthread_mutex_unlock(&s->inj_mu);
         skip_task(s, NULL, t);
         return;
@@ -982,8 +983,7 @@ int marble_sched_shutdown(marble_sched *s, marble_shutdown_mode mode, marble_err
     }
     /* Anything queued after the workers' last look (a late resume) is skipped. */
     pthread_mutex_lock(&s->inj_mu);
-    s->joined = true;
-    atomic_store(&s->joined_flag, 1);
+    atomic_store(&s->joined, 1);
     task_list left = {NULL, NULL, 0};
     task *t;
     while ((t = list_pop_locked(&s->inj)) || (t = list_pop_locked(&s->yielded)))
@@ -1377,11 +1377,11 @@ static token_slot *implicit_get(marble_sched *s)
 
 /* After a submission from outside: if the workers are already gone (a submission racing with
  * shutdown), skip what is left in the slot so its groups finish. The seq_cst fence in notify()
- * pairs with the seq_cst store of joined_flag before shutdown's own sweep: one of the two sees
+ * pairs with the seq_cst store of joined before shutdown's own sweep: one of the two sees
  * the task. */
 static void sweep_if_joined(marble_sched *s, token_slot *k)
 {
-    if (!atomic_load(&s->joined_flag)) return;
+    if (!atomic_load(&s->joined)) return;
     void *batch[STEAL_BATCH];
     int got;
     while ((got = marble__deque_steal_batch(&k->dq, batch, STEAL_BATCH)) != 0)
