@@ -161,6 +161,49 @@ static int split_list(char *s, char **items, int max)
     }
 }
 
+/* Reads the option at argv[*i] of an area: -h/--help prints usage and exits, --json sets *json;
+ * otherwise the option must be one of `valued`, and its value is what follows '=' or the next
+ * argument. Returns 1 with *name and *value set, 0 when the option was fully handled, or 2 (usage
+ * error, already reported). */
+static int next_option(const char *area, int argc, char **argv, int *i, const char *const *valued,
+                       int *json, char **name, char **value)
+{
+    char *arg = argv[*i];
+    if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
+        usage(stdout);
+        exit(0);
+    }
+    if (!strcmp(arg, "--json")) {
+        *json = 1;
+        return 0;
+    }
+    *value = NULL;
+    char *eq = strchr(arg, '=');
+    if (eq && !strncmp(arg, "--", 2)) {
+        *eq = '\0';
+        *value = eq + 1;
+    }
+    int known = 0;
+    for (const char *const *v = valued; *v && !known; v++)
+        known = !strcmp(arg, *v);
+    if (!known) {
+        fprintf(stderr, "marble-bench: %s: unknown option '%s' (see marble-bench --help)\n", area,
+                arg);
+        return 2;
+    }
+    if (!*value) {
+        if (*i + 1 >= argc) {
+            fprintf(stderr,
+                    "marble-bench: %s: option '%s' needs a value (see marble-bench --help)\n", area,
+                    arg);
+            return 2;
+        }
+        *value = argv[++*i];
+    }
+    *name = arg;
+    return 1;
+}
+
 static int parse_sched_args(int argc, char **argv, options *o)
 {
     memset(o, 0, sizeof(*o));
@@ -175,29 +218,12 @@ static int parse_sched_args(int argc, char **argv, options *o)
         o->impl_on[i] = impls[i].impl != NULL;
     int impl_chosen = 0;
 
+    static const char *const valued[] = {"--threads", "--reps", "--only", "--impl", NULL};
     for (int i = 0; i < argc; i++) {
-        char *arg = argv[i];
-        if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
-            usage(stdout);
-            exit(0);
-        }
-        if (!strcmp(arg, "--json")) {
-            o->json = 1;
-            continue;
-        }
-        char *value = NULL;
-        char *eq = strchr(arg, '=');
-        if (eq && !strncmp(arg, "--", 2)) {
-            *eq = '\0';
-            value = eq + 1;
-        }
-        int takes_value = !strcmp(arg, "--threads") || !strcmp(arg, "--reps") ||
-                          !strcmp(arg, "--only") || !strcmp(arg, "--impl");
-        if (!takes_value) return bad_args("sched: unknown option '%s'", arg);
-        if (!value) {
-            if (i + 1 >= argc) return bad_args("sched: option '%s' needs a value", arg);
-            value = argv[++i];
-        }
+        char *arg, *value;
+        int r = next_option("sched", argc, argv, &i, valued, &o->json, &arg, &value);
+        if (r == 2) return 2;
+        if (r == 0) continue;
         char copy[1024];
         snprintf(copy, sizeof(copy), "%s", value);
         char *items[64];
@@ -524,29 +550,12 @@ static int parse_vfs_args(int argc, char **argv, vfs_options *o)
     for (int m = 0; m < VFS_IMPL_COUNT; m++)
         o->impl_on[m] = 1;
 
+    static const char *const valued[] = {"--reps", "--only", "--impl", "--dir", NULL};
     for (int i = 0; i < argc; i++) {
-        char *arg = argv[i];
-        if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
-            usage(stdout);
-            exit(0);
-        }
-        if (!strcmp(arg, "--json")) {
-            o->json = 1;
-            continue;
-        }
-        char *value = NULL;
-        char *eq = strchr(arg, '=');
-        if (eq && !strncmp(arg, "--", 2)) {
-            *eq = '\0';
-            value = eq + 1;
-        }
-        int takes_value = !strcmp(arg, "--reps") || !strcmp(arg, "--only") ||
-                          !strcmp(arg, "--impl") || !strcmp(arg, "--dir");
-        if (!takes_value) return bad_args("vfs: unknown option '%s'", arg);
-        if (!value) {
-            if (i + 1 >= argc) return bad_args("vfs: option '%s' needs a value", arg);
-            value = argv[++i];
-        }
+        char *arg, *value;
+        int r = next_option("vfs", argc, argv, &i, valued, &o->json, &arg, &value);
+        if (r == 2) return 2;
+        if (r == 0) continue;
         if (!strcmp(arg, "--dir")) {
             if (!*value) return bad_args("vfs: --dir wants a directory%s", "");
             o->dir = value;
