@@ -282,6 +282,16 @@ MARBLE_API int marble_ipc_writer_write(marble_ipc_writer *w, const struct ArrowA
                                        marble_error *err);
 /* Writes the end-of-stream marker (stream) or the footer and magic (file). */
 MARBLE_API int marble_ipc_writer_finish(marble_ipc_writer *w, marble_error *err);
+/* As finish, for the file format only (a stream writer: MARBLE_ERR_INVALID_ARGUMENT), with
+ * `appendix` (len bytes, copied; NULL allowed when len is 0) written after the end-of-stream
+ * marker and before the footer, followed by zero bytes up to a multiple of 8 so the footer stays
+ * aligned. Arrow readers never see it: file readers follow the footer's block offsets and stream
+ * readers stop at the end-of-stream marker. The appendix therefore ends exactly where the footer
+ * starts (file size - 10 - footer length, the footer length being the int32 before the closing
+ * "ARROW1"), which is how its owner finds it again; when len is a multiple of 8 no padding
+ * separates them. */
+MARBLE_API int marble_ipc_writer_finish_appendix(marble_ipc_writer *w, const void *appendix,
+                                                 size_t len, marble_error *err);
 /* Frees (without finishing if finish was not called). Accepts NULL. */
 MARBLE_API void marble_ipc_writer_destroy(marble_ipc_writer *w);
 

@@ -8,5 +8,6 @@
 #include "marble/sched.h"
 #include "marble/vfs.h"
 #include "marble/arrow.h"
+#include "marble/db.h"
 
 #endif

@@ -675,6 +675,24 @@ int marble_ipc_writer_finish(marble_ipc_writer *w, marble_error *err)
     return rc;
 }
 
+int marble_ipc_writer_finish_appendix(marble_ipc_writer *w, const void *appendix, size_t len,
+                                      marble_error *err)
+{
+    MARBLE_RETURN_NOT_OK(check_open(w, err));
+    if (w->format != MARBLE_IPC_FILE)
+        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
+                                "IPC writer: an appendix needs the file format");
+    if (len > 0 && !appendix)
+        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "IPC writer: appendix is NULL");
+    int rc = out_u32(w, MARBLE_IPC_CONTINUATION, err);
+    if (rc == MARBLE_OK) rc = out_u32(w, 0, err);
+    if (rc == MARBLE_OK) rc = emit(w, appendix, len, err);
+    if (rc == MARBLE_OK) rc = out_zeros(w, (uint64_t)align_up((int64_t)len, 8) - len, err);
+    if (rc == MARBLE_OK) rc = write_footer(w, err);
+    w->state = rc == MARBLE_OK ? WRITER_FINISHED : WRITER_FAILED;
+    return rc;
+}
+
 void marble_ipc_writer_destroy(marble_ipc_writer *w)
 {
     if (!w) return;

@@ -1847,3 +1847,87 @@ TEST(ipc_zero_copy_from_a_mapped_vfs_file)
     b.release(&b);
     s.release(&s);
 }
+
+/* ---- appendix -------------------------------------------------------------------------------- */
+
+TEST(ipc_file_appendix)
+{
+    struct ArrowSchema s;
+    struct ArrowArray batches[N_BATCHES];
+    marble_ipc_buffer buf = {0}, plain = {0};
+    marble_error e;
+    make_all_schema(&s);
+    int first = 0;
+    for (int i = 0; i < N_BATCHES; i++) {
+        build_batch(&s, first, batch_sizes[i], &batches[i]);
+        first += batch_sizes[i];
+    }
+    uint8_t appendix[13];
+    for (size_t i = 0; i < sizeof appendix; i++)
+        appendix[i] = (uint8_t)(0xA0 + i);
+
+    marble_ipc_write_options o = {MARBLE_IPC_FILE, MARBLE_IPC_UNCOMPRESSED, 0, 8};
+    write_all(&s, batches, N_BATCHES, &o, &plain);
+    marble_ipc_writer *w;
+    ASSERT_OK(marble_ipc_writer_create(marble_ipc_buffer_sink(&buf), &s, &o, &w, &e));
+    for (int i = 0; i < N_BATCHES; i++)
+        ASSERT_OK(marble_ipc_writer_write(w, &batches[i], &e));
+    ASSERT_OK(marble_ipc_writer_finish_appendix(w, appendix, sizeof appendix, &e));
+    ASSERT_EQ_INT(marble_ipc_writer_finish_appendix(w, appendix, 1, &e),
+                  MARBLE_ERR_INVALID_ARGUMENT);
+    marble_ipc_writer_destroy(w);
+
+    /* The same file with 16 more bytes (13 + 3 padding) right before the footer. */
+    ASSERT_EQ_U64(buf.size, plain.size + 16);
+    uint32_t flen;
+    memcpy(&flen, buf.data + buf.size - 10, 4);
+    size_t footer = buf.size - 10 - flen;
+    ASSERT_EQ_INT(footer % 8, 0);
+    ASSERT_TRUE(memcmp(buf.data + footer - 16, appendix, sizeof appendix) == 0);
+    for (size_t i = footer - 3; i < footer; i++)
+        ASSERT_EQ_INT(buf.data[i], 0);
+    /* The end-of-stream marker sits right before the appendix. */
+    static const uint8_t eos[8] = {0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0};
+    ASSERT_TRUE(memcmp(buf.data + footer - 24, eos, 8) == 0);
+    ASSERT_TRUE(memcmp(buf.data, plain.data, footer - 16) == 0);
+
+    /* Read as a file (footer blocks) and as a stream (stops at the end-of-stream marker). */
+    for (int as_stream = 0; as_stream < 2; as_stream++) {
+        marble_ipc_reader *r;
+        ASSERT_OK(open_bytes(buf.data + (as_stream ? 8 : 0), buf.size - (as_stream ? 8 : 0), &r,
+                             &e));
+        ASSERT_EQ_INT(marble_ipc_reader_format(r), as_stream ? MARBLE_IPC_STREAM : MARBLE_IPC_FILE);
+        ASSERT_EQ_INT(marble_ipc_reader_num_batches(r), N_BATCHES);
+        for (int i = 0; i < N_BATCHES; i++) {
+            struct ArrowArray got;
+            ASSERT_OK(marble_ipc_reader_read(r, i, &got, &e));
+            compare_batches(&s, &batches[i], 0, &got, 0, batch_sizes[i]);
+            got.release(&got);
+        }
+        marble_ipc_reader_destroy(r);
+    }
+
+    /* An empty appendix is a plain file; a stream writer refuses appendices. */
+    marble_ipc_buffer empty = {0};
+    ASSERT_OK(marble_ipc_writer_create(marble_ipc_buffer_sink(&empty), &s, &o, &w, &e));
+    for (int i = 0; i < N_BATCHES; i++)
+        ASSERT_OK(marble_ipc_writer_write(w, &batches[i], &e));
+    ASSERT_OK(marble_ipc_writer_finish_appendix(w, NULL, 0, &e));
+    marble_ipc_writer_destroy(w);
+    ASSERT_EQ_U64(empty.size, plain.size);
+    ASSERT_TRUE(memcmp(empty.data, plain.data, plain.size) == 0);
+    marble_ipc_buffer sbuf = {0};
+    marble_ipc_write_options so = {MARBLE_IPC_STREAM, MARBLE_IPC_UNCOMPRESSED, 0, 8};
+    ASSERT_OK(marble_ipc_writer_create(marble_ipc_buffer_sink(&sbuf), &s, &so, &w, &e));
+    ASSERT_EQ_INT(marble_ipc_writer_finish_appendix(w, appendix, sizeof appendix, &e),
+                  MARBLE_ERR_INVALID_ARGUMENT);
+    marble_ipc_writer_destroy(w);
+
+    for (int i = 0; i < N_BATCHES; i++)
+        batches[i].release(&batches[i]);
+    s.release(&s);
+    free(buf.data);
+    free(plain.data);
+    free(empty.data);
+    free(sbuf.data);
+}

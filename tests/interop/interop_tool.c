@@ -8,7 +8,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "lsm/sst.h"
 #include "marble/arrow.h"
+#include "marble/vfs.h"
 
 /* The data set below mirrors js/spec.mjs: same columns, value tables, cases and generator. */
 
@@ -726,10 +728,151 @@ static int cmd_check(const char *dir, const char *writer)
     return failed ? 1 : 0;
 }
 
+/* ---- SSTables --------------------------------------------------------------------------------
+ * `sst DIR` writes DIR/sst-{none,lz4,zstd}.sst, SSTables of the table
+ * "id:int64!,name:utf8,score:float64,day:date32" keyed by id, that js/check_sst.mjs reads. Key k
+ * in [0, SST_KEYS): id 3k; 2 versions when k % 4 == 0, else 1; version j (0 newest) has seq
+ * 10k + (versions - j); keys with k % 10 == 5 are one delete (name, score, day null); puts have
+ * name "name-k-j", score k / 2 + j, day 19000 + k. 128 rows per batch. Marble then opens each
+ * file back and looks up every key (a control). */
+
+#define SST_KEYS 1000
+#define SST_BATCH_ROWS 128
+
+static int sst_fail(const char *what, const marble_error *e)
+{
+    fprintf(stderr, "interop sst: %s: %s\n", what, e->message);
+    return 1;
+}
+
+static int sst_write_one(marble_fs *fs, const char *uri, const marble__row_codec *c,
+                         marble_ipc_compression comp)
+{
+    marble_error e = {0};
+    marble_batch_builder *b = NULL;
+    marble__sst_writer *w = NULL;
+    marble__sst *s = NULL;
+    struct ArrowArray a = {0};
+    marble__bytes key = {0}, val = {0};
+    uint64_t *seqs = calloc(2 * SST_KEYS, sizeof *seqs);
+    int *ops = calloc(2 * SST_KEYS, sizeof *ops);
+    int rc = 1, n = 0;
+    if (!seqs || !ops) goto done;
+    if (marble_batch_builder_create(&c->schema, &b, &e) != MARBLE_OK) {
+        sst_fail("builder", &e);
+        goto done;
+    }
+    for (int k = 0; k < SST_KEYS; k++) {
+        int nv = k % 4 == 0 ? 2 : 1;
+        for (int j = 0; j < nv; j++, n++) {
+            int del = k % 10 == 5;
+            char name[32];
+            snprintf(name, sizeof name, "name-%d-%d", k, j);
+            seqs[n] = (uint64_t)(10 * k + (nv - j));
+            ops[n] = !del;
+            int r = marble_builder_append_int(b, 0, 3 * k, &e);
+            if (r == MARBLE_OK)
+                r = del ? marble_builder_append_null(b, 1, &e)
+                        : marble_builder_append_bytes(b, 1, name, strlen(name), &e);
+            if (r == MARBLE_OK)
+                r = del ? marble_builder_append_null(b, 2, &e)
+                        : marble_builder_append_double(b, 2, k / 2.0 + j, &e);
+            if (r == MARBLE_OK)
+                r = del ? marble_builder_append_null(b, 3, &e)
+                        : marble_builder_append_int(b, 3, 19000 + k, &e);
+            if (r != MARBLE_OK) {
+                sst_fail("append", &e);
+                goto done;
+            }
+        }
+    }
+    marble__sst_options o = {SST_BATCH_ROWS, comp, 0, 10};
+    if (marble_batch_builder_finish(b, &a, &e) != MARBLE_OK ||
+        marble__sst_writer_create(fs, uri, c, &o, &w, &e) != MARBLE_OK) {
+        sst_fail(uri, &e);
+        goto done;
+    }
+    for (int i = 0; i < n; i++) {
+        key.len = val.len = 0;
+        int r = marble__key_encode_row(&c->keys, &a, i, &key, &e);
+        if (r == MARBLE_OK && ops[i]) r = marble__row_encode(c, &a, i, &val, &e);
+        if (r == MARBLE_OK)
+            r = marble__sst_writer_add(w, key.data, key.len, seqs[i], ops[i], val.data, val.len,
+                                       &e);
+        if (r != MARBLE_OK) {
+            sst_fail(uri, &e);
+            goto done;
+        }
+    }
+    if (marble__sst_writer_finish(w, NULL, &e) != MARBLE_OK ||
+        marble__sst_open(fs, NULL, uri, c, 1, &s, &e) != MARBLE_OK) {
+        sst_fail(uri, &e);
+        goto done;
+    }
+    for (int i = 0; i < n; i++) {
+        uint64_t seq;
+        int op;
+        key.len = 0;
+        if (marble__key_encode_row(&c->keys, &a, i, &key, &e) != MARBLE_OK ||
+            marble__sst_get(s, key.data, key.len, seqs[i], &seq, &op, &val, &e) != MARBLE_OK) {
+            sst_fail("control lookup", &e);
+            goto done;
+        }
+        if (seq != seqs[i] || op != ops[i]) {
+            fprintf(stderr, "interop sst: %s: row %d: seq %llu op %d, want %llu %d\n", uri, i,
+                    (unsigned long long)seq, op, (unsigned long long)seqs[i], ops[i]);
+            goto done;
+        }
+    }
+    printf("ok   %s (%d rows, %lld batches, %llu bytes)\n", uri, n,
+           (long long)marble__sst_num_batches(s), (unsigned long long)marble__sst_file_size(s));
+    rc = 0;
+done:
+    marble__sst_unref(s);
+    marble__sst_writer_destroy(w);
+    marble_batch_builder_destroy(b);
+    marble_arrow_array_release(&a);
+    marble__bytes_free(&key);
+    marble__bytes_free(&val);
+    free(seqs);
+    free(ops);
+    return rc;
+}
+
+static int cmd_sst(const char *dir)
+{
+    marble_error e = {0};
+    marble_fs *fs = NULL;
+    struct ArrowSchema schema = {0};
+    marble__row_codec c;
+    int key = 0, failed = 0;
+    if (marble_fs_create(&fs, &e) != MARBLE_OK || marble_fs_mkdir(fs, dir, 1, &e) != MARBLE_OK ||
+        marble_arrow_schema_parse("id:int64!,name:utf8,score:float64,day:date32", &schema, &e) !=
+            MARBLE_OK ||
+        marble__row_codec_init(&c, &schema, &key, 1, &e) != MARBLE_OK) {
+        marble_arrow_schema_release(&schema);
+        marble_fs_destroy(fs, NULL);
+        return sst_fail("setup", &e);
+    }
+    static const char *names[3] = {"none", "lz4", "zstd"};
+    static const marble_ipc_compression comps[3] = {MARBLE_IPC_UNCOMPRESSED, MARBLE_IPC_LZ4_FRAME,
+                                                    MARBLE_IPC_ZSTD};
+    for (int i = 0; i < 3; i++) {
+        char uri[4096];
+        snprintf(uri, sizeof uri, "%s/sst-%s.sst", dir, names[i]);
+        failed += sst_write_one(fs, uri, &c, comps[i]);
+    }
+    marble__row_codec_free(&c);
+    marble_arrow_schema_release(&schema);
+    if (marble_fs_destroy(fs, &e) != MARBLE_OK) return sst_fail("fs", &e);
+    return failed ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "write") == 0) return cmd_write(argv[2]);
     if (argc == 4 && strcmp(argv[1], "check") == 0) return cmd_check(argv[2], argv[3]);
-    fprintf(stderr, "usage: %s write DIR | check DIR WRITER\n", argv[0]);
+    if (argc == 3 && strcmp(argv[1], "sst") == 0) return cmd_sst(argv[2]);
+    fprintf(stderr, "usage: %s write DIR | check DIR WRITER | sst DIR\n", argv[0]);
     return 2;
 }

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Runs the apache-arrow interop tests. Usage: run.sh MODE TOOL WORKDIR, MODE = marble_to_js | js_to_marble | all.
+# Runs the apache-arrow interop tests. Usage: run.sh MODE TOOL WORKDIR,
+# MODE = marble_to_js | js_to_marble | sst_to_js | all.
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 if [ $# -ne 3 ]; then
-  echo "usage: $0 marble_to_js|js_to_marble|all path/to/marble-interop-tool WORKDIR" >&2
+  echo "usage: $0 marble_to_js|js_to_marble|sst_to_js|all path/to/marble-interop-tool WORKDIR" >&2
   exit 2
 fi
 mode=$1 tool=$2 work=$3
@@ -14,7 +15,7 @@ die() {
   exit 1
 }
 
-case $mode in marble_to_js | js_to_marble | all) ;; *) die "unknown mode '$mode'" ;; esac
+case $mode in marble_to_js | js_to_marble | sst_to_js | all) ;; *) die "unknown mode '$mode'" ;; esac
 command -v node >/dev/null 2>&1 || die "node is not installed: run scripts/deps.sh (installs nodejs and npm)"
 command -v npm >/dev/null 2>&1 || die "npm is not installed: run scripts/deps.sh (installs nodejs and npm)"
 node -e 'process.exit(+process.versions.node.split(".")[0] >= 18 ? 0 : 1)' ||
@@ -75,8 +76,17 @@ js_to_marble() {
   step "marble reads the files apache-arrow wrote" "$tool" check "$dir" apache-arrow
 }
 
-[ "$mode" = js_to_marble ] || marble_to_js
-[ "$mode" = marble_to_js ] || js_to_marble
+sst_to_js() {
+  local dir="$work/sst"
+  rm -rf "$dir"
+  step "marble writes SSTables (and reads them back)" "$tool" sst "$dir" || return
+  step "apache-arrow reads the SSTables" node "$here/js/check_sst.mjs" "$dir"
+}
+
+case $mode in
+  all) marble_to_js; js_to_marble; sst_to_js ;;
+  *) "$mode" ;;
+esac
 
 echo "== interop summary ($mode; node $(node --version), apache-arrow $(node -p 'require(process.argv[1]).version' "$here/node_modules/apache-arrow/package.json"))"
 printf '   %s\n' "${summary[@]}"

@@ -1,0 +1,279 @@
+/*
+ * The Marble state store: a database of tables with Arrow schemas and primary keys, and a
+ * RocksDB-style key-value API, kept in an LSM tree whose SSTables are Arrow IPC files.
+ *
+ * A database is a directory at a VFS URI (a local path, "file:///path", "mem://name", ...):
+ *   CURRENT, MANIFEST-NNNNNN     the manifest (docs/format/manifest.md): tables, files, levels
+ *   wal/NNNNNN.log              the write-ahead log (docs/format/wal.md)
+ *   NNNNNN.arrow                SSTables: Arrow IPC files any Arrow tool opens
+ *                               (docs/format/sst.md)
+ *   LOCK                        held (flock) by the process that has the database open
+ *
+ * Writes are logged in the WAL and added to the memtable before they are acknowledged; with
+ * MARBLE_SYNC_GROUP (the default) or MARBLE_SYNC_EVERY an acknowledged write survives a crash
+ * of the process or the machine. Full memtables are flushed to SSTables in the background and
+ * SSTables are compacted level by level (L0..L6, size ratio 10).
+ *
+ * Sequence numbers: every row written (put or delete) takes the next sequence number; a write
+ * of N rows takes N consecutive numbers and becomes visible to readers at once, as a whole
+ * (also across tables in a write batch). marble_db_latest_sequence gives the last one used.
+ *
+ * Errors: MARBLE_OK or a code with a message in `err` naming what was wrong: an unknown table
+ * (MARBLE_ERR_NOT_FOUND), a batch that does not match the table's schema or nulls in a key
+ * column (MARBLE_ERR_INVALID_ARGUMENT), a damaged file (MARBLE_ERR_CORRUPTION naming the file),
+ * a database held by another process (MARBLE_ERR_BUSY naming the lock holder). After a failed
+ * WAL write or sync the database refuses further writes (the error is sticky); reopen it.
+ *
+ * Thread safety: a marble_db may be used from any number of threads at once. A write batch, an
+ * iterator and a stream are for one thread at a time. Snapshots, iterators and streams must be
+ * released before marble_db_close (which otherwise returns MARBLE_ERR_BUSY and closes nothing).
+ */
+#ifndef MARBLE_DB_H
+#define MARBLE_DB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "marble/arrow.h"
+#include "marble/error.h"
+#include "marble/sched.h"
+#include "marble/vfs.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct marble_db marble_db;
+typedef struct marble_snapshot marble_snapshot;
+typedef struct marble_write_batch marble_write_batch;
+typedef struct marble_kv_iter marble_kv_iter;
+
+typedef enum marble_sync_mode {
+    MARBLE_SYNC_NONE = 0,  /* WAL written but not synced: survives a process crash only */
+    MARBLE_SYNC_GROUP = 1, /* concurrent writers share one fdatasync (default) */
+    MARBLE_SYNC_EVERY = 2  /* one fdatasync per write */
+} marble_sync_mode;
+
+/* Every field's default is what marble_db_options_init sets, given after the field. */
+typedef struct marble_db_options {
+    int create_if_missing;           /* 1: create the database if it does not exist */
+    int error_if_exists;             /* 0: MARBLE_ERR_EXISTS if it already exists */
+    marble_fs *fs;                   /* NULL: a private registry (local + mem); pass one to share
+                                        mem:// databases between opens */
+    marble_sched *sched;             /* NULL: a private scheduler for background work */
+    int background_threads;          /* 2: threads of the private scheduler */
+    marble_sync_mode sync;           /* MARBLE_SYNC_GROUP */
+    size_t write_buffer_size;        /* 64 MiB: a memtable becomes immutable past this */
+    int max_immutable_memtables;     /* 2: writers stall while this many wait to be flushed */
+    uint64_t wal_segment_size;       /* 64 MiB */
+    uint64_t target_file_size;       /* 64 MiB: compaction cuts output SSTables at this size */
+    uint64_t level1_max_bytes;       /* 256 MiB; level n holds 10^(n-1) times this */
+    int level0_compaction_trigger;   /* 4 L0 files start a compaction into L1 */
+    int level0_slowdown_trigger;     /* 20 L0 files: each write is delayed 1 ms */
+    int level0_stop_trigger;         /* 36 L0 files: writes stall until compaction catches up */
+    int disable_auto_compaction;     /* 0 */
+    int batch_rows;                  /* 4096 rows per SSTable record batch */
+    marble_ipc_compression compression; /* MARBLE_IPC_LZ4_FRAME for SSTable bodies */
+    int bloom_bits_per_key;          /* 10 (about 1% false positives); 0: no filters */
+    int verify_checksums;            /* 1: check each SSTable batch's CRC32C on first read */
+    size_t handle_pool_size;         /* 0: the handle pool's default */
+} marble_db_options;
+
+MARBLE_API void marble_db_options_init(marble_db_options *opts);
+
+/* Opens (or creates) the database at `uri`. `opts` may be NULL (defaults). Recovery replays the
+ * WAL into the memtable; a torn WAL tail (an incomplete last record) is dropped, as it was
+ * never acknowledged. */
+MARBLE_API int marble_db_open(const char *uri, const marble_db_options *opts, marble_db **out,
+                              marble_error *err);
+/* Waits for background work, flushes nothing (the WAL holds the memtable), syncs and closes.
+ * MARBLE_ERR_BUSY (nothing closed) while snapshots, iterators or streams are live: the message
+ * counts them. Accepts NULL. */
+MARBLE_API int marble_db_close(marble_db *db, marble_error *err);
+
+/* ---- tables ---------------------------------------------------------------------------------- */
+
+/* Creates a table. `schema` is a "+s" schema (copied; names unique, not starting with "_");
+ * key_columns names 1..32 of its columns, which become the primary key (in that order) and may
+ * hold no nulls. The table is persisted in the manifest. MARBLE_ERR_EXISTS if it exists. */
+MARBLE_API int marble_db_create_table(marble_db *db, const char *name,
+                                      const struct ArrowSchema *schema,
+                                      const char *const *key_columns, size_t n_key_columns,
+                                      marble_error *err);
+/* Drops a table and its data (its SSTables are deleted once no snapshot or stream uses them). */
+MARBLE_API int marble_db_drop_table(marble_db *db, const char *name, marble_error *err);
+/* Calls fn once per user table, in name order (the key-value table is not listed). Return
+ * non-zero from fn to stop. */
+MARBLE_API int marble_db_list_tables(marble_db *db, int (*fn)(void *ud, const char *name),
+                                     void *ud, marble_error *err);
+/* The table's schema (release it) with metadata "marble.primary_key" = the key column names,
+ * comma-separated; `key_columns` (may be NULL) receives up to 32 key column indexes and
+ * *n_key_columns their number. */
+MARBLE_API int marble_db_describe_table(marble_db *db, const char *name,
+                                        struct ArrowSchema *schema, int *key_columns,
+                                        size_t *n_key_columns, marble_error *err);
+
+/* ---- keys ------------------------------------------------------------------------------------ */
+
+typedef enum marble_value_kind {
+    MARBLE_VALUE_INT = 1,    /* signed integers, bool (0/1), date32, timestamp */
+    MARBLE_VALUE_UINT = 2,   /* unsigned integers */
+    MARBLE_VALUE_DOUBLE = 3, /* float32, float64 */
+    MARBLE_VALUE_BYTES = 4   /* utf8, binary, fixed_size_binary */
+} marble_value_kind;
+
+/* One key column's value, for point reads, deletes and scan bounds. */
+typedef struct marble_value {
+    marble_value_kind kind;
+    int64_t i;
+    uint64_t u;
+    double d;
+    const void *bytes;
+    size_t len;
+} marble_value;
+
+/* A key or a key prefix: values of the first n key columns (n < the key's columns: a prefix). */
+typedef struct marble_key {
+    const marble_value *values;
+    size_t n;
+} marble_key;
+
+/* ---- writes ---------------------------------------------------------------------------------- */
+
+typedef struct marble_write_options {
+    int sync; /* -1 (or a zeroed struct's 0 means the same): the database's mode; 1: sync this
+                 write even under MARBLE_SYNC_NONE */
+} marble_write_options;
+
+/* Upserts every row of `batch` (a "+s" array whose schema `schema` has the table's columns, by
+ * name and type, in any order). The batch is not consumed. A mismatch names the column. */
+MARBLE_API int marble_db_put(marble_db *db, const char *table, const struct ArrowSchema *schema,
+                             const struct ArrowArray *batch, const marble_write_options *wo,
+                             marble_error *err);
+/* Deletes the rows whose keys are the rows of `keys` (a batch holding at least the key
+ * columns, by name; other columns are ignored). Deleting an absent key is not an error. */
+MARBLE_API int marble_db_delete(marble_db *db, const char *table, const struct ArrowSchema *schema,
+                                const struct ArrowArray *keys, const marble_write_options *wo,
+                                marble_error *err);
+/* Deletes one row by its full key. */
+MARBLE_API int marble_db_delete_key(marble_db *db, const char *table, marble_key key,
+                                    const marble_write_options *wo, marble_error *err);
+
+/* Atomic write batches: every row of every put and delete in the batch (across tables) is
+ * logged as one WAL record and becomes visible at once, or none is. Rows are checked and
+ * encoded when added, so a bad row fails the add, not the commit. */
+MARBLE_API int marble_write_batch_create(marble_db *db, marble_write_batch **out,
+                                         marble_error *err);
+MARBLE_API void marble_write_batch_destroy(marble_write_batch *wb);
+MARBLE_API void marble_write_batch_clear(marble_write_batch *wb);
+MARBLE_API size_t marble_write_batch_count(const marble_write_batch *wb);
+MARBLE_API int marble_write_batch_put(marble_write_batch *wb, const char *table,
+                                      const struct ArrowSchema *schema,
+                                      const struct ArrowArray *batch, marble_error *err);
+MARBLE_API int marble_write_batch_delete_key(marble_write_batch *wb, const char *table,
+                                             marble_key key, marble_error *err);
+MARBLE_API int marble_write_batch_kv_put(marble_write_batch *wb, const void *key, size_t klen,
+                                         const void *value, size_t vlen, marble_error *err);
+MARBLE_API int marble_write_batch_kv_delete(marble_write_batch *wb, const void *key, size_t klen,
+                                            marble_error *err);
+/* Commits the batch (it stays filled; clear or destroy it). */
+MARBLE_API int marble_db_write(marble_db *db, marble_write_batch *wb,
+                               const marble_write_options *wo, marble_error *err);
+
+MARBLE_API uint64_t marble_db_latest_sequence(marble_db *db);
+
+/* ---- reads ----------------------------------------------------------------------------------- */
+
+/* Repeatable reads: a snapshot sees the database as of its creation while writes go on. */
+MARBLE_API int marble_db_snapshot_create(marble_db *db, marble_snapshot **out, marble_error *err);
+MARBLE_API void marble_db_snapshot_release(marble_snapshot *snap);
+MARBLE_API uint64_t marble_snapshot_sequence(const marble_snapshot *snap);
+
+typedef struct marble_read_options {
+    const marble_snapshot *snapshot; /* NULL: the latest state */
+    const char *const *columns;      /* projection by name; NULL: every column in table order */
+    size_t n_columns;
+    int64_t batch_rows;              /* rows per batch of a scan's stream; 0: 4096 */
+} marble_read_options;
+
+/* Point read of one row by its full key: MARBLE_OK with a one-row batch (and its schema, the
+ * projected columns) or MARBLE_ERR_NOT_FOUND. Release both. */
+MARBLE_API int marble_db_get(marble_db *db, const char *table, marble_key key,
+                             const marble_read_options *ro, struct ArrowSchema *schema,
+                             struct ArrowArray *row, marble_error *err);
+
+/* A key range. Each bound is a key or a key prefix (n = 0: unbounded). A prefix bound compares
+ * as the set of keys that start with it: lower inclusive starts at the first key with that
+ * prefix, upper inclusive ends after the last one. */
+typedef struct marble_key_range {
+    marble_key lower;
+    int lower_exclusive; /* 0: lower <= key */
+    marble_key upper;
+    int upper_inclusive; /* 0: key < upper */
+} marble_key_range;
+
+/* Rows with keys in `range` (NULL: the whole table), in key order, as a stream of batches of the
+ * projected columns. The stream reads a consistent snapshot (ro->snapshot or the state at this
+ * call) and holds the files it reads until released. Its callbacks return errno values (EIO,
+ * EINVAL, ENOMEM) with get_last_error set, as the C Stream Interface requires. */
+MARBLE_API int marble_db_scan(marble_db *db, const char *table, const marble_key_range *range,
+                              const marble_read_options *ro, struct ArrowArrayStream *out,
+                              marble_error *err);
+/* Rows whose key starts with `prefix` (the first prefix.n key columns). */
+MARBLE_API int marble_db_scan_prefix(marble_db *db, const char *table, marble_key prefix,
+                                     const marble_read_options *ro, struct ArrowArrayStream *out,
+                                     marble_error *err);
+
+/* ---- the key-value API ------------------------------------------------------------------------
+ * A built-in table of binary key -> binary value with RocksDB's semantics: keys are compared
+ * bytewise, values are opaque. Keys and values may be empty. */
+
+MARBLE_API int marble_db_kv_put(marble_db *db, const void *key, size_t klen, const void *value,
+                                size_t vlen, const marble_write_options *wo, marble_error *err);
+/* MARBLE_OK with *value (malloc'd; free with marble_free) and *vlen, or MARBLE_ERR_NOT_FOUND. */
+MARBLE_API int marble_db_kv_get(marble_db *db, const marble_read_options *ro, const void *key,
+                                size_t klen, void **value, size_t *vlen, marble_error *err);
+MARBLE_API int marble_db_kv_delete(marble_db *db, const void *key, size_t klen,
+                                   const marble_write_options *wo, marble_error *err);
+
+MARBLE_API int marble_kv_iter_create(marble_db *db, const marble_read_options *ro,
+                                     marble_kv_iter **out, marble_error *err);
+MARBLE_API void marble_kv_iter_destroy(marble_kv_iter *it);
+MARBLE_API int marble_kv_iter_valid(const marble_kv_iter *it);
+MARBLE_API void marble_kv_iter_seek_to_first(marble_kv_iter *it);
+MARBLE_API void marble_kv_iter_seek_to_last(marble_kv_iter *it);
+/* First key >= key. */
+MARBLE_API void marble_kv_iter_seek(marble_kv_iter *it, const void *key, size_t klen);
+/* Last key <= key. */
+MARBLE_API void marble_kv_iter_seek_for_prev(marble_kv_iter *it, const void *key, size_t klen);
+MARBLE_API void marble_kv_iter_next(marble_kv_iter *it);
+MARBLE_API void marble_kv_iter_prev(marble_kv_iter *it);
+/* Valid until the iterator moves. */
+MARBLE_API const void *marble_kv_iter_key(const marble_kv_iter *it, size_t *klen);
+MARBLE_API const void *marble_kv_iter_value(const marble_kv_iter *it, size_t *vlen);
+/* MARBLE_OK, or the error that made the iterator invalid. */
+MARBLE_API int marble_kv_iter_status(const marble_kv_iter *it, marble_error *err);
+
+/* ---- maintenance and statistics -------------------------------------------------------------- */
+
+/* Makes the current memtable immutable and waits until every memtable is flushed. */
+MARBLE_API int marble_db_flush(marble_db *db, marble_error *err);
+/* Flushes, then compacts `table` (NULL: every table) down to a single sorted level, waiting. */
+MARBLE_API int marble_db_compact(marble_db *db, const char *table, marble_error *err);
+/* Waits until no flush or compaction is pending or running. */
+MARBLE_API int marble_db_wait_idle(marble_db *db, marble_error *err);
+
+/* Statistics as one JSON object (malloc'd; free with marble_free): per level files, bytes and
+ * rows; write amplification; stalls and slowdowns; memtables; WAL, handle pool and SSTable
+ * batch counters; bloom filter checks, useful negatives and false positives. */
+MARBLE_API int marble_db_stats_json(marble_db *db, char **json, marble_error *err);
+
+/* Bytes of the database's live files (SSTables, WAL, manifest). */
+MARBLE_API uint64_t marble_db_disk_size(marble_db *db);
+
+MARBLE_API void marble_free(void *p);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,818 @@
+/*
+ * The state store's reads (include/marble/db.h): point gets through memtables and levels,
+ * range and prefix scans as ArrowArrayStreams over a merged, version-collapsed iterator, and
+ * the key-value API's gets and iterators.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lsm/db_internal.h"
+
+static int key_cmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
+{
+    size_t n = alen < blen ? alen : blen;
+    int c = n ? memcmp(a, b, n) : 0;
+    if (c) return c;
+    return alen < blen ? -1 : alen > blen;
+}
+
+int marble__db_encode_key(const marble__table *t, marble_key key, int need_full, marble__bytes *out,
+                          marble_error *err)
+{
+    if (key.n > (size_t)t->nkeys || (need_full && key.n != (size_t)t->nkeys))
+        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
+                                "table '%s': the key has %zu value(s), the primary key %d column(s)",
+                                t->name, key.n, t->nkeys);
+    if (key.n && !key.values)
+        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "table '%s': key values are NULL",
+                                t->name);
+    marble__key_value vals[MARBLE__KEY_MAX_COLS];
+    for (size_t i = 0; i < key.n; i++) {
+        const marble_value *v = &key.values[i];
+        memset(&vals[i], 0, sizeof vals[i]);
+        switch (v->kind) {
+        case MARBLE_VALUE_INT: vals[i].kind = MARBLE__KV_INT; vals[i].i = v->i; break;
+        case MARBLE_VALUE_UINT: vals[i].kind = MARBLE__KV_UINT; vals[i].u = v->u; break;
+        case MARBLE_VALUE_DOUBLE: vals[i].kind = MARBLE__KV_DOUBLE; vals[i].d = v->d; break;
+        case MARBLE_VALUE_BYTES:
+            if (!v->bytes && v->len)
+                return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
+                                        "table '%s': key value %zu has NULL bytes", t->name, i);
+            vals[i].kind = MARBLE__KV_BYTES;
+            vals[i].bytes = v->bytes;
+            vals[i].len = v->len;
+            break;
+        default:
+            return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
+                                    "table '%s': key value %zu has an unknown kind %d", t->name, i,
+                                    (int)v->kind);
+        }
+    }
+    uint8_t pre[MARBLE__PREFIX_LEN];
+    marble__prefix_put(pre, t->id);
+    size_t len0 = out->len;
+    MARBLE_RETURN_NOT_OK(marble__bytes_append(out, pre, sizeof pre, err));
+    if (key.n == 0) return MARBLE_OK;
+    int rc = marble__key_encode_values(&t->codec.keys, vals, (int)key.n, out, err);
+    if (rc != MARBLE_OK) out->len = len0;
+    return rc;
+}
+
+static int file_of_table(const marble__file_meta *f, uint32_t id)
+{
+    return f->smallest_len >= MARBLE__PREFIX_LEN && marble__prefix_get(f->smallest) == id;
+}
+
+static int cmp_number_desc(const void *a, const void *b)
+{
+    const marble__file_meta *x = *(const marble__file_meta *const *)a;
+    const marble__file_meta *y = *(const marble__file_meta *const *)b;
+    return x->number < y->number ? 1 : x->number > y->number ? -1 : 0;
+}
+
+/* The newest visible version of key (with table prefix) in rv: MARBLE_OK with *op and the row
+ * value in *val, MARBLE_ERR_NOT_FOUND, or an error. */
+static int lookup(marble_db *db, const marble__table *t, const marble__readview *rv,
+                  const uint8_t *key, size_t klen, int *op, marble__bytes *val, marble_error *err)
+{
+    for (size_t i = 0; i < rv->n_mems; i++) {
+        marble__memtable_op mop;
+        const void *v;
+        size_t vlen;
+        if (marble__memtable_get(rv->mems[i]->mt, key, klen, rv->seq, &mop, &v, &vlen, NULL) ==
+            MARBLE_OK) {
+            *op = mop == MARBLE__MEMTABLE_PUT;
+            val->len = 0;
+            return marble__bytes_append(val, v, vlen, err);
+        }
+    }
+    const marble__version *v = rv->version;
+    const uint8_t *ukey = key + MARBLE__PREFIX_LEN;
+    size_t uklen = klen - MARBLE__PREFIX_LEN;
+    /* L0: every file whose range holds the key, newest first */
+    size_t n0 = marble__version_num_files(v, 0);
+    const marble__file_meta *stack[64];
+    const marble__file_meta **l0 = n0 <= 64 ? stack : malloc(n0 * sizeof *l0);
+    if (!l0) return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
+    size_t m = 0;
+    for (size_t i = 0; i < n0; i++) {
+        const marble__file_meta *f = marble__version_file(v, 0, i);
+        if (key_cmp(key, klen, f->smallest, f->smallest_len) >= 0 &&
+            key_cmp(key, klen, f->largest, f->largest_len) <= 0)
+            l0[m++] = f;
+    }
+    qsort(l0, m, sizeof *l0, cmp_number_desc);
+    int rc = MARBLE_ERR_NOT_FOUND;
+    for (size_t i = 0; i < m && rc == MARBLE_ERR_NOT_FOUND; i++) {
+        marble__sst *s;
+        rc = marble__db_open_sst(db, l0[i]->number, t, &s, err);
+        if (rc != MARBLE_OK) break;
+        uint64_t seq;
+        rc = marble__sst_get(s, ukey, uklen, rv->seq, &seq, op, val, err);
+        marble__sst_unref(s);
+    }
+    if (l0 != stack) free(l0);
+    if (rc != MARBLE_ERR_NOT_FOUND) return rc;
+    for (int l = 1; l < MARBLE__NUM_LEVELS; l++) {
+        size_t n = marble__version_num_files(v, l);
+        size_t lo = 0, hi = n;
+        while (lo < hi) { /* first file whose largest >= key */
+            size_t mid = lo + (hi - lo) / 2;
+            const marble__file_meta *f = marble__version_file(v, l, mid);
+            if (key_cmp(f->largest, f->largest_len, key, klen) < 0)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo == n) continue;
+        const marble__file_meta *f = marble__version_file(v, l, lo);
+        if (key_cmp(key, klen, f->smallest, f->smallest_len) < 0) continue;
+        marble__sst *s;
+        rc = marble__db_open_sst(db, f->number, t, &s, err);
+        if (rc != MARBLE_OK) return rc;
+        uint64_t seq;
+        rc = marble__sst_get(s, ukey, uklen, rv->seq, &seq, op, val, err);
+        marble__sst_unref(s);
+        if (rc != MARBLE_ERR_NOT_FOUND) return rc;
+    }
+    return MARBLE_ERR_NOT_FOUND;
+}
+
+static int resolve_projection(const marble__table *t, const marble_read_options *ro, int *proj,
+                              int *nproj, marble_error *err)
+{
+    if (!ro || !ro->columns) {
+        *nproj = -1;
+        return MARBLE_OK;
+    }
+    if (ro->n_columns == 0 || ro->n_columns > MARBLE__MAX_COLUMNS)
+        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
+                                "table '%s': projection of %zu columns", t->name, ro->n_columns);
+    for (size_t i = 0; i < ro->n_columns; i++) {
+        proj[i] = -1;
+        for (int c = 0; ro->columns[i] && c < t->codec.ncols; c++)
+            if (strcmp(t->codec.schema.children[c]->name, ro->columns[i]) == 0) proj[i] = c;
+        if (proj[i] < 0)
+            return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
+                                    "table '%s' has no column '%s'", t->name,
+                                    ro->columns[i] ? ro->columns[i] : "(NULL)");
+    }
+    *nproj = (int)ro->n_columns;
+    return MARBLE_OK;
+}
+
+static int check_snapshot(marble_db *db, const marble_read_options *ro, marble_error *err)
+{
+    if (ro && ro->snapshot && ro->snapshot->db != db)
+        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
+                                "the snapshot belongs to another database");
+    return MARBLE_OK;
+}
+
+int marble_db_get(marble_db *db, const char *table, marble_key key, const marble_read_options *ro,
+                  struct ArrowSchema *schema, struct ArrowArray *row, marble_error *err)
+{
+    if (!db || !table || !schema || !row)
+        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
+                                "db, table, schema or row is NULL");
+    MARBLE_RETURN_NOT_OK(check_snapshot(db, ro, err));
+    marble__table *t = marble__db_find_table(db, table);
+    if (!t || t->id == MARBLE__KV_TABLE_ID) {
+        marble__table_unref(t);
+        return marble__db_table_error(table, err);
+    }
+    int proj[MARBLE__MAX_COLUMNS], nproj;
+    marble__bytes k = {0}, val = {0};
+    marble__assembler *as = NULL;
+    marble__readview rv = {0};
+    int rc = resolve_projection(t, ro, proj, &nproj, err);
+    if (rc == MARBLE_OK) rc = marble__db_encode_key(t, key, 1, &k, err);
+    if (rc != MARBLE_OK) goto done;
+    atomic_fetch_add_explicit(&db->st_gets, 1, memory_order_relaxed);
+    marble__db_readview_acquire(db, ro ? ro->snapshot : NULL, &rv);
+    int op = 0;
+    rc = lookup(db, t, &rv, k.data, k.len, &op, &val, err);
+    if (rc == MARBLE_OK && !op) rc = MARBLE_ERR_NOT_FOUND;
+    if (rc == MARBLE_ERR_NOT_FOUND) {
+        rc = marble_error_set(err, MARBLE_ERR_NOT_FOUND, "table '%s': no row with that key",
+                              t->name);
+        goto done;
+    }
+    if (rc != MARBLE_OK) goto done;
+    rc = marble__assembler_create(&t->codec, nproj < 0 ? NULL : proj, nproj, 0, &as, err);
+    if (rc == MARBLE_OK)
+        rc = marble__assembler_add(as, k.data + MARBLE__PREFIX_LEN, k.len - MARBLE__PREFIX_LEN, 0, 1,
+                                   val.data, val.len, err);
+    if (rc == MARBLE_OK) rc = marble__assembler_schema(as, schema, err);
+    if (rc == MARBLE_OK) {
+        rc = marble__assembler_finish(as, row, err);
+        if (rc != MARBLE_OK) marble_arrow_schema_release(schema);
+    }
+done:
+    marble__assembler_destroy(as);
+    marble__db_readview_release(&rv);
+    marble__bytes_free(&k);
+    marble__bytes_free(&val);
+    marble__table_unref(t);
+    return rc;
+}
+
+/* The value bytes of a KV row value (one nullable binary column). */
+static int kv_value(const uint8_t *v, size_t vlen, const uint8_t **data, size_t *len)
+{
+    if (vlen < 1 || !(v[0] & 1)) {
+        *data = NULL;
+        *len = 0;
+        return vlen == 1 ? MARBLE_OK : MARBLE_ERR_CORRUPTION;
+    }
+    const uint8_t *p = v + 1, *end = v + vlen;
+    uint64_t n = 0;
+    int shift = 0;
+    for (;;) {
+        if (p >= end || shift > 63) return MARBLE_ERR_CORRUPTION;
+        uint8_t c = *p++;
+        n |= (uint64_t)(c & 0x7f) << shift;
+        shift += 7;
+        if (!(c & 0x80)) break;
+    }
+    if (n != (uint64_t)(end - p)) return MARBLE_ERR_CORRUPTION;
+    *data = p;
+    *len = (size_t)n;
+    return MARBLE_OK;
+}
+
+static int kv_key_encode(const void *key, size_t klen, int with_prefix, marble__bytes *out,
+                         marble_error *err)
+{
+    if (!key && klen) return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "key is NULL");
+    out->len = 0;
+    MARBLE_RETURN_NOT_OK(marble__bytes_reserve(out, 2 * klen + 8, err));
+    size_t n = 0;
+    if (with_prefix) {
+        marble__prefix_put(out->data, MARBLE__KV_TABLE_ID);
+        n = MARBLE__PREFIX_LEN;
+    }
+    out->data[n++] = MARBLE__KEY_VALUE;
+    const uint8_t *s = key;
+    for (size_t i = 0; i < klen; i++) {
+        out->data[n++] = s[i];
+        if (s[i] == 0) out->data[n++] = 0xFF;
+    }
+    out->data[n++] = 0;
+    out->data[n++] = 0;
+    out->len = n;
+    return MARBLE_OK;
+}
+
+int marble_db_kv_get(marble_db *db, const marble_read_options *ro, const void *key, size_t klen,
+                     void **value, size_t *vlen, marble_error *err)
+{
+    if (!db || !value || !vlen)
+        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "db, value or vlen is NULL");
+    MARBLE_RETURN_NOT_OK(check_snapshot(db, ro, err));
+    marble__bytes k = {0}, val = {0};
+    int rc = kv_key_encode(key, klen, 1, &k, err);
+    if (rc != MARBLE_OK) return rc;
+    marble__table *t = marble__db_find_table_id(db, MARBLE__KV_TABLE_ID);
+    marble__readview rv = {0};
+    atomic_fetch_add_explicit(&db->st_gets, 1, memory_order_relaxed);
+    marble__db_readview_acquire(db, ro ? ro->snapshot : NULL, &rv);
+    int op = 0;
+    rc = lookup(db, t, &rv, k.data, k.len, &op, &val, err);
+    marble__db_readview_release(&rv);
+    if (rc == MARBLE_OK && !op) rc = MARBLE_ERR_NOT_FOUND;
+    if (rc == MARBLE_ERR_NOT_FOUND) {
+        rc = marble_error_set(err, MARBLE_ERR_NOT_FOUND, "key not found");
+    } else if (rc == MARBLE_OK) {
+        const uint8_t *d;
+        size_t n;
+        if (kv_value(val.data, val.len, &d, &n) != MARBLE_OK) {
+            rc = marble_error_set(err, MARBLE_ERR_CORRUPTION, "%s: corruption: bad key-value row",
+                                  db->uri);
+        } else {
+            *value = malloc(n ? n : 1);
+            if (!*value) {
+                rc = marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
+            } else {
+                if (n) memcpy(*value, d, n);
+                *vlen = n;
+            }
+        }
+    }
+    marble__table_unref(t);
+    marble__bytes_free(&k);
+    marble__bytes_free(&val);
+    return rc;
+}
+
+/* ---- iterators over a table ------------------------------------------------------------------- */
+
+typedef struct iter_list {
+    marble__iter **v;
+    size_t n, cap;
+} iter_list;
+
+static int iter_list_add(iter_list *l, marble__iter *it, marble_error *err)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        marble__iter **p = realloc(l->v, cap * sizeof *p);
+        if (!p) {
+            marble__iter_destroy(it);
+            return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
+        }
+        l->v = p;
+        l->cap = cap;
+    }
+    l->v[l->n++] = it;
+    return MARBLE_OK;
+}
+
+int marble__db_table_iter(marble_db *db, const marble__table *t, const marble__readview *rv,
+                          marble__iter **out, marble_error *err)
+{
+    iter_list l = {0};
+    uint8_t pre[MARBLE__PREFIX_LEN];
+    marble__prefix_put(pre, t->id);
+    int rc = MARBLE_OK;
+    for (size_t i = 0; rc == MARBLE_OK && i < rv->n_mems; i++) {
+        marble__iter *it = NULL;
+        rc = marble__iter_memtable(rv->mems[i]->mt, pre, sizeof pre, &it, err);
+        if (rc == MARBLE_OK) rc = iter_list_add(&l, it, err);
+    }
+    const marble__version *v = rv->version;
+    for (size_t i = 0; rc == MARBLE_OK && i < marble__version_num_files(v, 0); i++) {
+        const marble__file_meta *f = marble__version_file(v, 0, i);
+        if (!file_of_table(f, t->id)) continue;
+        marble__sst *s = NULL;
+        marble__iter *it = NULL;
+        rc = marble__db_open_sst(db, f->number, t, &s, err);
+        if (rc == MARBLE_OK) rc = marble__iter_sst(s, &it, err);
+        marble__sst_unref(s);
+        if (rc == MARBLE_OK) rc = iter_list_add(&l, it, err);
+    }
+    for (int lv = 1; rc == MARBLE_OK && lv < MARBLE__NUM_LEVELS; lv++) {
+        size_t n = marble__version_num_files(v, lv);
+        marble__sst **run = n ? calloc(n, sizeof *run) : NULL;
+        size_t m = 0;
+        if (n && !run) rc = marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
+        for (size_t i = 0; rc == MARBLE_OK && i < n; i++) {
+            const marble__file_meta *f = marble__version_file(v, lv, i);
+            if (!file_of_table(f, t->id)) continue;
+            rc = marble__db_open_sst(db, f->number, t, &run[m], err);
+            if (rc == MARBLE_OK) m++;
+        }
+        if (rc == MARBLE_OK && m) {
+            marble__iter *it = NULL;
+            rc = marble__iter_run(run, m, &it, err);
+            if (rc == MARBLE_OK) rc = iter_list_add(&l, it, err);
+        }
+        for (size_t i = 0; i < m; i++)
+            marble__sst_unref(run[i]);
+        free(run);
+    }
+    if (rc != MARBLE_OK) {
+        for (size_t i = 0; i < l.n; i++)
+            marble__iter_destroy(l.v[i]);
+        free(l.v);
+        return rc;
+    }
+    rc = marble__iter_merge(l.v, l.n, out, err);
+    free(l.v);
+    return rc;
+}
+
+/* ---- scans ------------------------------------------------------------------------------------ */
+
+typedef struct scan_state {
+    marble_db *db;
+    marble__table *t;
+    marble__readview rv;
+    marble__iter *it;
+    marble__assembler *as;
+    marble__bytes upper;
+    int has_upper;
+    int upper_gt; /* stop when key > upper (inclusive full key); else when key >= upper */
+    marble__bytes skip; /* an exclusive full-key lower bound still to skip */
+    int has_skip;
+    int64_t batch_rows;
+    int done;
+    char error[MARBLE_ERROR_MESSAGE_SIZE];
+} scan_state;
+
+static int errno_of(int code)
+{
+    switch (code) {
+    case MARBLE_ERR_NO_MEMORY: return ENOMEM;
+    case MARBLE_ERR_INVALID_ARGUMENT: return EINVAL;
+    case MARBLE_ERR_UNSUPPORTED: return ENOTSUP;
+    default: return EIO;
+    }
+}
+
+static void scan_release(struct ArrowArrayStream *st)
+{
+    scan_state *s = st->private_data;
+    if (s) {
+        marble__iter_destroy(s->it);
+        marble__assembler_destroy(s->as);
+        marble__db_readview_release(&s->rv);
+        marble__bytes_free(&s->upper);
+        marble__bytes_free(&s->skip);
+        marble__table_unref(s->t);
+        atomic_fetch_sub_explicit(&s->db->live_streams, 1, memory_order_relaxed);
+        free(s);
+    }
+    st->private_data = NULL;
+    st->release = NULL;
+}
+
+static int scan_get_schema(struct ArrowArrayStream *st, struct ArrowSchema *out)
+{
+    scan_state *s = st->private_data;
+    marble_error e = {0};
+    int rc = marble__assembler_schema(s->as, out, &e);
+    if (rc != MARBLE_OK) {
+        snprintf(s->error, sizeof s->error, "%s", e.message);
+        return errno_of(rc);
+    }
+    return 0;
+}
+
+static const char *scan_last_error(struct ArrowArrayStream *st)
+{
+    scan_state *s = st->private_data;
+    return s && s->error[0] ? s->error : NULL;
+}
+
+static int scan_get_next(struct ArrowArrayStream *st, struct ArrowArray *out)
+{
+    scan_state *s = st->private_data;
+    marble_error e = {0};
+    int rc = MARBLE_OK;
+    while (!s->done && rc == MARBLE_OK && marble__assembler_rows(s->as) < s->batch_rows) {
+        if (!marble__iter_valid(s->it)) {
+            s->done = 1;
+            break;
+        }
+        size_t klen;
+        const uint8_t *k = marble__iter_key(s->it, &klen);
+        if (s->has_skip) {
+            if (key_cmp(k, klen, s->skip.data, s->skip.len) == 0) {
+                marble__iter_next(s->it);
+                continue;
+            }
+            s->has_skip = 0;
+        }
+        if (s->has_upper) {
+            int c = key_cmp(k, klen, s->upper.data, s->upper.len);
+            if (s->upper_gt ? c > 0 : c >= 0) {
+                s->done = 1;
+                break;
+            }
+        }
+        int64_t row;
+        const struct ArrowArray *src = marble__iter_batch(s->it, &row);
+        uint64_t seq = marble__iter_seq(s->it);
+        if (src) {
+            rc = marble__assembler_add_arrow(s->as, src, row, seq, 1, &e);
+        } else {
+            size_t vlen;
+            const void *v = marble__iter_value(s->it, &vlen);
+            rc = marble__assembler_add(s->as, k, klen, seq, 1, v, vlen, &e);
+        }
+        marble__iter_next(s->it);
+    }
+    if (rc == MARBLE_OK) rc = marble__iter_status(s->it, &e);
+    if (rc != MARBLE_OK) {
+        snprintf(s->error, sizeof s->error, "%s", e.message);
+        s->done = 1;
+        return errno_of(rc);
+    }
+    if (marble__assembler_rows(s->as) == 0) {
+        memset(out, 0, sizeof *out);
+        out->release = NULL;
+        return 0;
+    }
+    rc = marble__assembler_finish(s->as, out, &e);
+    if (rc != MARBLE_OK) {
+        snprintf(s->error, sizeof s->error, "%s", e.message);
+        return errno_of(rc);
+    }
+    return 0;
+}
+
+static int encode_bound(const marble__table *t, marble_key k, marble__bytes *out, int *full,
+                        marble_error *err)
+{
+    out->len = 0;
+    MARBLE_RETURN_NOT_OK(marble__db_encode_key(t, k, 0, out, err));
+    /* strip the table prefix: iterators see bare keys */
+    memmove(out->data, out->data + MARBLE__PREFIX_LEN, out->len - MARBLE__PREFIX_LEN);
+    out->len -= MARBLE__PREFIX_LEN;
+    *full = k.n == (size_t)t->nkeys;
+    return MARBLE_OK;
+}
+
+static int scan_open(marble_db *db, marble__table *t, const marble_key_range *range,
+                     const marble_read_options *ro, struct ArrowArrayStream *out,
+                     marble_error *err)
+{
+    int proj[MARBLE__MAX_COLUMNS], nproj;
+    MARBLE_RETURN_NOT_OK(resolve_projection(t, ro, proj, &nproj, err));
+    if (ro && ro->batch_rows < 0)
+        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "batch_rows is negative");
+    scan_state *s = calloc(1, sizeof *s);
+    if (!s) return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
+    s->db = db;
+    s->t = t;
+    marble__table_ref(t);
+    s->batch_rows = ro && ro->batch_rows ? ro->batch_rows : 4096;
+    marble__bytes lower = {0};
+    int seek_lower = 0, rc = MARBLE_OK;
+    if (range && range->lower.n) {
+        int full;
+        rc = encode_bound(t, range->lower, &lower, &full, err);
+        if (rc == MARBLE_OK) {
+            seek_lower = 1;
+            if (range->lower_exclusive && full) {
+                rc = marble__bytes_append(&s->skip, lower.data, lower.len, err);
+                s->has_skip = 1;
+            } else if (range->lower_exclusive) {
+                marble__bytes succ = {0};
+                int bounded;
+                rc = marble__key_prefix_successor(lower.data, lower.len, &succ, &bounded, err);
+                marble__bytes_free(&lower);
+                lower = succ;
+                if (!bounded) s->done = 1;
+            }
+        }
+    }
+    if (rc == MARBLE_OK && range && range->upper.n) {
+        int full;
+        rc = encode_bound(t, range->upper, &s->upper, &full, err);
+        if (rc == MARBLE_OK) {
+            s->has_upper = 1;
+            if (range->upper_inclusive && full) {
+                s->upper_gt = 1;
+            } else if (range->upper_inclusive) {
+                marble__bytes succ = {0};
+                int bounded;
+                rc = marble__key_prefix_successor(s->upper.data, s->upper.len, &succ, &bounded,
+                                                  err);
+                marble__bytes_free(&s->upper);
+                s->upper = succ;
+                if (!bounded) s->has_upper = 0;
+            }
+        }
+    }
+    if (rc == MARBLE_OK)
+        rc = marble__assembler_create(&t->codec, nproj < 0 ? NULL : proj, nproj, 0, &s->as, err);
+    if (rc == MARBLE_OK) {
+        marble__db_readview_acquire(db, ro ? ro->snapshot : NULL, &s->rv);
+        marble__iter *internal = NULL;
+        rc = marble__db_table_iter(db, t, &s->rv, &internal, err);
+        if (rc == MARBLE_OK) rc = marble__iter_visible(internal, s->rv.seq, &s->it, err);
+    }
+    if (rc == MARBLE_OK) {
+        if (seek_lower)
+            marble__iter_seek(s->it, lower.data, lower.len);
+        else
+            marble__iter_seek_to_first(s->it);
+    }
+    marble__bytes_free(&lower);
+    atomic_fetch_add_explicit(&db->live_streams, 1, memory_order_relaxed);
+    out->private_data = s;
+    out->release = scan_release;
+    if (rc != MARBLE_OK) {
+        scan_release(out);
+        return rc;
+    }
+    out->get_schema = scan_get_schema;
+    out->get_next = scan_get_next;
+    out->get_last_error = scan_last_error;
+    atomic_fetch_add_explicit(&db->st_scans, 1, memory_order_relaxed);
+    return MARBLE_OK;
+}
+
+int marble_db_scan(marble_db *db, const char *table, const marble_key_range *range,
+                   const marble_read_options *ro, struct ArrowArrayStream *out, marble_error *err)
+{
+    if (!db || !table || !out)
+        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "db, table or out is NULL");
+    MARBLE_RETURN_NOT_OK(check_snapshot(db, ro, err));
+    marble__table *t = marble__db_find_table(db, table);
+    if (!t || t->id == MARBLE__KV_TABLE_ID) {
+        marble__table_unref(t);
+        return marble__db_table_error(table, err);
+    }
+    int rc = scan_open(db, t, range, ro, out, err);
+    marble__table_unref(t);
+    return rc;
+}
+
+int marble_db_scan_prefix(marble_db *db, const char *table, marble_key prefix,
+                          const marble_read_options *ro, struct ArrowArrayStream *out,
+                          marble_error *err)
+{
+    marble_key_range r;
+    memset(&r, 0, sizeof r);
+    r.lower = prefix;
+    r.upper = prefix;
+    r.upper_inclusive = 1;
+    return marble_db_scan(db, table, &r, ro, out, err);
+}
+
+/* ---- the key-value iterator ------------------------------------------------------------------- */
+
+struct marble_kv_iter {
+    marble_db *db;
+    marble__table *t;
+    marble__readview rv;
+    marble__iter *it;
+    marble__bytes key, scratch;
+    int key_ready;
+    int status;
+    marble_error err;
+};
+
+int marble_kv_iter_create(marble_db *db, const marble_read_options *ro, marble_kv_iter **out,
+                          marble_error *err)
+{
+    if (!db || !out) return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "db or out is NULL");
+    MARBLE_RETURN_NOT_OK(check_snapshot(db, ro, err));
+    marble_kv_iter *it = calloc(1, sizeof *it);
+    if (!it) return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
+    it->db = db;
+    it->t = marble__db_find_table_id(db, MARBLE__KV_TABLE_ID);
+    marble__db_readview_acquire(db, ro ? ro->snapshot : NULL, &it->rv);
+    marble__iter *internal = NULL;
+    int rc = marble__db_table_iter(db, it->t, &it->rv, &internal, err);
+    if (rc == MARBLE_OK) rc = marble__iter_visible(internal, it->rv.seq, &it->it, err);
+    if (rc != MARBLE_OK) {
+        marble__db_readview_release(&it->rv);
+        marble__table_unref(it->t);
+        free(it);
+        return rc;
+    }
+    atomic_fetch_add_explicit(&db->live_streams, 1, memory_order_relaxed);
+    *out = it;
+    return MARBLE_OK;
+}
+
+void marble_kv_iter_destroy(marble_kv_iter *it)
+{
+    if (!it) return;
+    marble__iter_destroy(it->it);
+    marble__db_readview_release(&it->rv);
+    marble__table_unref(it->t);
+    marble__bytes_free(&it->key);
+    marble__bytes_free(&it->scratch);
+    atomic_fetch_sub_explicit(&it->db->live_streams, 1, memory_order_relaxed);
+    free(it);
+}
+
+int marble_kv_iter_valid(const marble_kv_iter *it)
+{
+    return it && it->status == MARBLE_OK && marble__iter_valid(it->it);
+}
+
+static void kv_moved(marble_kv_iter *it)
+{
+    it->key_ready = 0;
+    if (!marble__iter_valid(it->it) && it->status == MARBLE_OK) {
+        marble_error e = {0};
+        int rc = marble__iter_status(it->it, &e);
+        if (rc != MARBLE_OK) {
+            it->status = rc;
+            it->err = e;
+        }
+    }
+}
+
+void marble_kv_iter_seek_to_first(marble_kv_iter *it)
+{
+    if (!it) return;
+    marble__iter_seek_to_first(it->it);
+    kv_moved(it);
+}
+
+void marble_kv_iter_seek_to_last(marble_kv_iter *it)
+{
+    if (!it) return;
+    marble__iter_seek_to_last(it->it);
+    kv_moved(it);
+}
+
+void marble_kv_iter_seek(marble_kv_iter *it, const void *key, size_t klen)
+{
+    if (!it) return;
+    if (kv_key_encode(key, klen, 0, &it->scratch, &it->err) != MARBLE_OK) {
+        it->status = it->err.code;
+        return;
+    }
+    marble__iter_seek(it->it, it->scratch.data, it->scratch.len);
+    kv_moved(it);
+}
+
+void marble_kv_iter_seek_for_prev(marble_kv_iter *it, const void *key, size_t klen)
+{
+    if (!it) return;
+    if (kv_key_encode(key, klen, 0, &it->scratch, &it->err) != MARBLE_OK) {
+        it->status = it->err.code;
+        return;
+    }
+    marble__iter_seek(it->it, it->scratch.data, it->scratch.len);
+    if (!marble__iter_valid(it->it)) {
+        marble__iter_seek_to_last(it->it);
+    } else {
+        size_t n;
+        const uint8_t *k = marble__iter_key(it->it, &n);
+        if (key_cmp(k, n, it->scratch.data, it->scratch.len) > 0) marble__iter_prev(it->it);
+    }
+    kv_moved(it);
+}
+
+void marble_kv_iter_next(marble_kv_iter *it)
+{
+    if (!marble_kv_iter_valid(it)) return;
+    marble__iter_next(it->it);
+    kv_moved(it);
+}
+
+void marble_kv_iter_prev(marble_kv_iter *it)
+{
+    if (!marble_kv_iter_valid(it)) return;
+    marble__iter_prev(it->it);
+    kv_moved(it);
+}
+
+const void *marble_kv_iter_key(const marble_kv_iter *cit, size_t *klen)
+{
+    marble_kv_iter *it = (marble_kv_iter *)cit;
+    if (!marble_kv_iter_valid(it)) {
+        if (klen) *klen = 0;
+        return NULL;
+    }
+    if (!it->key_ready) {
+        size_t n;
+        const uint8_t *k = marble__iter_key(it->it, &n);
+        it->key.len = 0;
+        if (marble__bytes_reserve(&it->key, n, NULL) != MARBLE_OK) {
+            if (klen) *klen = 0;
+            return NULL;
+        }
+        /* marker, escaped bytes, terminator 00 00 */
+        size_t o = 0;
+        for (size_t i = 1; i < n;) {
+            if (k[i] == 0) {
+                if (i + 1 < n && k[i + 1] == 0xFF) {
+                    it->key.data[o++] = 0;
+                    i += 2;
+                    continue;
+                }
+                break; /* terminator */
+            }
+            it->key.data[o++] = k[i++];
+        }
+        it->key.len = o;
+        it->key_ready = 1;
+    }
+    if (klen) *klen = it->key.len;
+    return it->key.data ? it->key.data : (const void *)"";
+}
+
+const void *marble_kv_iter_value(const marble_kv_iter *cit, size_t *vlen)
+{
+    marble_kv_iter *it = (marble_kv_iter *)cit;
+    if (!marble_kv_iter_valid(it)) {
+        if (vlen) *vlen = 0;
+        return NULL;
+    }
+    size_t n;
+    const uint8_t *v = marble__iter_value(it->it, &n);
+    const uint8_t *d;
+    size_t len;
+    if (kv_value(v, n, &d, &len) != MARBLE_OK) {
+        it->status = MARBLE_ERR_CORRUPTION;
+        marble_error_set(&it->err, MARBLE_ERR_CORRUPTION, "%s: corruption: bad key-value row",
+                         it->db->uri);
+        if (vlen) *vlen = 0;
+        return NULL;
+    }
+    if (vlen) *vlen = len;
+    return d ? d : (const void *)"";
+}
+
+int marble_kv_iter_status(const marble_kv_iter *it, marble_error *err)
+{
+    if (!it) return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "iterator is NULL");
+    if (it->status != MARBLE_OK) {
+        if (err) *err = it->err;
+        return it->status;
+    }
+    return MARBLE_OK;
+}

@@ -1,0 +1,432 @@
+/* Tests for the state store's public API (include/marble/db.h): tables, writes, gets, scans,
+ * snapshots, the key-value API, flush/compaction/reopen, and bad input. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "marble/db.h"
+#include "marble_test.h"
+
+#define CHECK_OK(expr)                                                                             \
+    do {                                                                                           \
+        int rc_ = (expr);                                                                          \
+        if (rc_ != MARBLE_OK) FAIL("%s: %d %s", #expr, rc_, err.message);                          \
+    } while (0)
+
+static char g_dir[256];
+
+static const char *tmpdir(void)
+{
+    snprintf(g_dir, sizeof g_dir, "/tmp/marble-test-db-XXXXXX");
+    if (!mkdtemp(g_dir)) FAIL("mkdtemp");
+    return g_dir;
+}
+
+static void rmdir_all(const char *dir)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) FAIL("rm -rf %s", dir);
+}
+
+static marble_db_options small_opts(void)
+{
+    marble_db_options o;
+    marble_db_options_init(&o);
+    o.write_buffer_size = 64 << 10;
+    o.target_file_size = 64 << 10;
+    o.level1_max_bytes = 256 << 10;
+    o.batch_rows = 100;
+    return o;
+}
+
+/* A batch of "id:int64!,name:utf8,v:float64" rows id in [first, first+n), v = id * mult. */
+static void make_rows(int64_t first, int64_t n, double mult, struct ArrowSchema *schema,
+                      struct ArrowArray *batch)
+{
+    marble_error err = {0};
+    CHECK_OK(marble_arrow_schema_parse("id:int64!,name:utf8,v:float64", schema, &err));
+    marble_batch_builder *b;
+    CHECK_OK(marble_batch_builder_create(schema, &b, &err));
+    for (int64_t i = first; i < first + n; i++) {
+        char name[32];
+        int len = snprintf(name, sizeof name, "name-%" PRId64, i);
+        CHECK_OK(marble_builder_append_int(b, 0, i, &err));
+        if (i % 7 == 3)
+            CHECK_OK(marble_builder_append_null(b, 1, &err));
+        else
+            CHECK_OK(marble_builder_append_bytes(b, 1, name, (size_t)len, &err));
+        CHECK_OK(marble_builder_append_double(b, 2, (double)i * mult, &err));
+    }
+    CHECK_OK(marble_batch_builder_finish(b, batch, &err));
+    marble_batch_builder_destroy(b);
+}
+
+static void create_t(marble_db *db)
+{
+    marble_error err = {0};
+    struct ArrowSchema s;
+    CHECK_OK(marble_arrow_schema_parse("id:int64!,name:utf8,v:float64", &s, &err));
+    const char *key[] = {"id"};
+    CHECK_OK(marble_db_create_table(db, "t", &s, key, 1, &err));
+    marble_arrow_schema_release(&s);
+}
+
+static void put_rows(marble_db *db, int64_t first, int64_t n, double mult)
+{
+    marble_error err = {0};
+    struct ArrowSchema s;
+    struct ArrowArray a;
+    make_rows(first, n, mult, &s, &a);
+    CHECK_OK(marble_db_put(db, "t", &s, &a, NULL, &err));
+    marble_arrow_array_release(&a);
+    marble_arrow_schema_release(&s);
+}
+
+/* 1 and *v if the row exists. */
+static int get_v(marble_db *db, const marble_snapshot *snap, int64_t id, double *v)
+{
+    marble_error err = {0};
+    marble_value kv = {MARBLE_VALUE_INT, id, 0, 0, NULL, 0};
+    marble_key key = {&kv, 1};
+    marble_read_options ro = {0};
+    ro.snapshot = snap;
+    struct ArrowSchema s;
+    struct ArrowArray row;
+    int rc = marble_db_get(db, "t", key, &ro, &s, &row, &err);
+    if (rc == MARBLE_ERR_NOT_FOUND) return 0;
+    if (rc != MARBLE_OK) FAIL("get %" PRId64 ": %s", id, err.message);
+    ASSERT_EQ_INT(row.length, 1);
+    ASSERT_EQ_INT(row.n_children, 3);
+    ASSERT_EQ_INT(marble_arrow_get_int(s.children[0], row.children[0], 0), id);
+    *v = marble_arrow_get_double(s.children[2], row.children[2], 0);
+    marble_arrow_array_release(&row);
+    marble_arrow_schema_release(&s);
+    return 1;
+}
+
+/* Scans [lo, hi) (hi < 0: unbounded) and checks ids are increasing; returns the row count and
+ * the sum of ids. */
+static int64_t scan_count(marble_db *db, int64_t lo, int64_t hi, int64_t *sum)
+{
+    marble_error err = {0};
+    marble_value lv = {MARBLE_VALUE_INT, lo, 0, 0, NULL, 0};
+    marble_value hv = {MARBLE_VALUE_INT, hi, 0, 0, NULL, 0};
+    marble_key_range r;
+    memset(&r, 0, sizeof r);
+    r.lower.values = &lv;
+    r.lower.n = 1;
+    if (hi >= 0) {
+        r.upper.values = &hv;
+        r.upper.n = 1;
+    }
+    const char *cols[] = {"id"};
+    marble_read_options ro = {0};
+    ro.columns = cols;
+    ro.n_columns = 1;
+    ro.batch_rows = 77;
+    struct ArrowArrayStream st;
+    CHECK_OK(marble_db_scan(db, "t", &r, &ro, &st, &err));
+    struct ArrowSchema s;
+    ASSERT_EQ_INT(st.get_schema(&st, &s), 0);
+    ASSERT_EQ_INT(s.n_children, 1);
+    ASSERT_EQ_STR(s.children[0]->name, "id");
+    int64_t n = 0, last = INT64_MIN;
+    *sum = 0;
+    for (;;) {
+        struct ArrowArray a;
+        int rc = st.get_next(&st, &a);
+        if (rc != 0) FAIL("get_next: %d %s", rc, st.get_last_error(&st));
+        if (!a.release) break;
+        ASSERT_LE_INT(a.length, 77);
+        for (int64_t i = 0; i < a.length; i++) {
+            int64_t id = marble_arrow_get_int(s.children[0], a.children[0], i);
+            ASSERT_GT_INT(id, last);
+            last = id;
+            *sum += id;
+            n++;
+        }
+        marble_arrow_array_release(&a);
+    }
+    marble_arrow_schema_release(&s);
+    st.release(&st);
+    return n;
+}
+
+TEST(db_put_get_scan_memtable)
+{
+    marble_error err = {0};
+    const char *dir = tmpdir();
+    marble_db_options o = small_opts();
+    marble_db *db;
+    CHECK_OK(marble_db_open(dir, &o, &db, &err));
+    create_t(db);
+    put_rows(db, 0, 500, 1.0);
+    double v;
+    ASSERT_TRUE(get_v(db, NULL, 42, &v));
+    ASSERT_TRUE(v == 42.0);
+    ASSERT_FALSE(get_v(db, NULL, 500, &v));
+    int64_t sum;
+    ASSERT_EQ_INT(scan_count(db, 10, 20, &sum), 10);
+    ASSERT_EQ_INT(sum, 145);
+    ASSERT_EQ_INT(scan_count(db, 0, -1, &sum), 500);
+    CHECK_OK(marble_db_close(db, &err));
+    rmdir_all(dir);
+}
+
+TEST(db_flush_compact_reopen)
+{
+    marble_error err = {0};
+    const char *dir = tmpdir();
+    marble_db_options o = small_opts();
+    marble_db *db;
+    CHECK_OK(marble_db_open(dir, &o, &db, &err));
+    create_t(db);
+    for (int round = 0; round < 5; round++)
+        put_rows(db, 0, 3000, (double)round + 1);
+    /* delete every 10th */
+    for (int64_t id = 0; id < 3000; id += 10) {
+        marble_value kv = {MARBLE_VALUE_INT, id, 0, 0, NULL, 0};
+        marble_key key = {&kv, 1};
+        CHECK_OK(marble_db_delete_key(db, "t", key, NULL, &err));
+    }
+    CHECK_OK(marble_db_wait_idle(db, &err));
+    double v;
+    ASSERT_TRUE(get_v(db, NULL, 7, &v));
+    ASSERT_TRUE(v == 35.0);
+    ASSERT_FALSE(get_v(db, NULL, 20, &v));
+    int64_t sum;
+    ASSERT_EQ_INT(scan_count(db, 0, -1, &sum), 2700);
+    CHECK_OK(marble_db_compact(db, NULL, &err));
+    ASSERT_EQ_INT(scan_count(db, 0, -1, &sum), 2700);
+    ASSERT_TRUE(get_v(db, NULL, 2999, &v));
+    ASSERT_TRUE(v == 2999.0 * 5);
+    char *json;
+    CHECK_OK(marble_db_stats_json(db, &json, &err));
+    ASSERT_CONTAINS(json, "\"levels\"");
+    marble_free(json);
+    CHECK_OK(marble_db_close(db, &err));
+
+    CHECK_OK(marble_db_open(dir, &o, &db, &err));
+    ASSERT_EQ_INT(scan_count(db, 0, -1, &sum), 2700);
+    ASSERT_TRUE(get_v(db, NULL, 1234, &v));
+    ASSERT_TRUE(v == 1234.0 * 5);
+    ASSERT_FALSE(get_v(db, NULL, 1230, &v));
+    CHECK_OK(marble_db_close(db, &err));
+    rmdir_all(dir);
+}
+
+TEST(db_wal_recovery_without_flush)
+{
+    marble_error err = {0};
+    const char *dir = tmpdir();
+    marble_db_options o = small_opts();
+    o.write_buffer_size = 64 << 20;
+    marble_db *db;
+    CHECK_OK(marble_db_open(dir, &o, &db, &err));
+    create_t(db);
+    put_rows(db, 0, 100, 2.0);
+    uint64_t seq = marble_db_latest_sequence(db);
+    ASSERT_EQ_U64(seq, 100);
+    CHECK_OK(marble_db_close(db, &err));
+    CHECK_OK(marble_db_open(dir, &o, &db, &err));
+    ASSERT_EQ_U64(marble_db_latest_sequence(db), 100);
+    double v;
+    ASSERT_TRUE(get_v(db, NULL, 99, &v));
+    ASSERT_TRUE(v == 198.0);
+    CHECK_OK(marble_db_close(db, &err));
+    rmdir_all(dir);
+}
+
+TEST(db_snapshots)
+{
+    marble_error err = {0};
+    const char *dir = tmpdir();
+    marble_db_options o = small_opts();
+    marble_db *db;
+    CHECK_OK(marble_db_open(dir, &o, &db, &err));
+    create_t(db);
+    put_rows(db, 0, 1000, 1.0);
+    marble_snapshot *snap;
+    CHECK_OK(marble_db_snapshot_create(db, &snap, &err));
+    put_rows(db, 0, 1000, 2.0);
+    marble_value kv = {MARBLE_VALUE_INT, 5, 0, 0, NULL, 0};
+    marble_key key = {&kv, 1};
+    CHECK_OK(marble_db_delete_key(db, "t", key, NULL, &err));
+    CHECK_OK(marble_db_compact(db, NULL, &err));
+    double v;
+    ASSERT_TRUE(get_v(db, snap, 5, &v));
+    ASSERT_TRUE(v == 5.0);
+    ASSERT_FALSE(get_v(db, NULL, 5, &v));
+    ASSERT_TRUE(get_v(db, snap, 6, &v));
+    ASSERT_TRUE(v == 6.0);
+    ASSERT_TRUE(get_v(db, NULL, 6, &v));
+    ASSERT_TRUE(v == 12.0);
+    ASSERT_EQ_INT(marble_db_close(db, &err), MARBLE_ERR_BUSY);
+    marble_db_snapshot_release(snap);
+    CHECK_OK(marble_db_close(db, &err));
+    rmdir_all(dir);
+}
+
+TEST(db_kv_api)
+{
+    marble_error err = {0};
+    const char *dir = tmpdir();
+    marble_db_options o = small_opts();
+    marble_db *db;
+    CHECK_OK(marble_db_open(dir, &o, &db, &err));
+    char k[32], v[64];
+    for (int i = 0; i < 5000; i++) {
+        int kl = snprintf(k, sizeof k, "key%06d", i);
+        int vl = snprintf(v, sizeof v, "value-%d", i * 3);
+        CHECK_OK(marble_db_kv_put(db, k, (size_t)kl, v, (size_t)vl, NULL, &err));
+    }
+    /* binary keys with zero bytes and an empty key */
+    CHECK_OK(marble_db_kv_put(db, "a\0b", 3, "zero", 4, NULL, &err));
+    CHECK_OK(marble_db_kv_put(db, "", 0, "", 0, NULL, &err));
+    marble_write_batch *wb;
+    CHECK_OK(marble_write_batch_create(db, &wb, &err));
+    CHECK_OK(marble_write_batch_kv_delete(wb, "key000001", 9, &err));
+    CHECK_OK(marble_write_batch_kv_put(wb, "key000002", 9, "x", 1, &err));
+    CHECK_OK(marble_db_write(db, wb, NULL, &err));
+    marble_write_batch_destroy(wb);
+    CHECK_OK(marble_db_flush(db, &err));
+    void *got;
+    size_t glen;
+    CHECK_OK(marble_db_kv_get(db, NULL, "key000003", 9, &got, &glen, &err));
+    ASSERT_EQ_INT(glen, 7);
+    ASSERT_TRUE(memcmp(got, "value-9", 7) == 0);
+    marble_free(got);
+    ASSERT_EQ_INT(marble_db_kv_get(db, NULL, "key000001", 9, &got, &glen, &err),
+                  MARBLE_ERR_NOT_FOUND);
+    CHECK_OK(marble_db_kv_get(db, NULL, "a\0b", 3, &got, &glen, &err));
+    ASSERT_EQ_INT(glen, 4);
+    marble_free(got);
+    CHECK_OK(marble_db_kv_get(db, NULL, "", 0, &got, &glen, &err));
+    ASSERT_EQ_INT(glen, 0);
+    marble_free(got);
+
+    marble_kv_iter *it;
+    CHECK_OK(marble_kv_iter_create(db, NULL, &it, &err));
+    marble_kv_iter_seek_to_first(it);
+    ASSERT_TRUE(marble_kv_iter_valid(it));
+    size_t kl;
+    marble_kv_iter_key(it, &kl);
+    ASSERT_EQ_INT(kl, 0); /* the empty key first */
+    marble_kv_iter_next(it);
+    const char *kp = marble_kv_iter_key(it, &kl);
+    ASSERT_EQ_INT(kl, 3);
+    ASSERT_TRUE(memcmp(kp, "a\0b", 3) == 0);
+    int n = 0;
+    for (marble_kv_iter_seek(it, "key", 3); marble_kv_iter_valid(it); marble_kv_iter_next(it)) n++;
+    ASSERT_EQ_INT(n, 4999);
+    marble_kv_iter_seek(it, "key000100", 9);
+    marble_kv_iter_prev(it);
+    kp = marble_kv_iter_key(it, &kl);
+    ASSERT_TRUE(kl == 9 && memcmp(kp, "key000099", 9) == 0);
+    marble_kv_iter_seek_for_prev(it, "key0001000", 10);
+    kp = marble_kv_iter_key(it, &kl);
+    ASSERT_TRUE(kl == 9 && memcmp(kp, "key000100", 9) == 0);
+    marble_kv_iter_seek_to_last(it);
+    kp = marble_kv_iter_key(it, &kl);
+    ASSERT_TRUE(kl == 9 && memcmp(kp, "key004999", 9) == 0);
+    n = 0;
+    for (; marble_kv_iter_valid(it); marble_kv_iter_prev(it)) n++;
+    ASSERT_EQ_INT(n, 5001);
+    CHECK_OK(marble_kv_iter_status(it, &err));
+    marble_kv_iter_destroy(it);
+    CHECK_OK(marble_db_close(db, &err));
+    rmdir_all(dir);
+}
+
+TEST(db_tables_and_bad_input)
+{
+    marble_error err = {0};
+    const char *dir = tmpdir();
+    marble_db_options o = small_opts();
+    marble_db *db;
+    CHECK_OK(marble_db_open(dir, &o, &db, &err));
+    create_t(db);
+    struct ArrowSchema s;
+    CHECK_OK(marble_arrow_schema_parse("id:int64!,name:utf8,v:float64", &s, &err));
+    const char *key[] = {"id"};
+    ASSERT_EQ_INT(marble_db_create_table(db, "t", &s, key, 1, &err), MARBLE_ERR_EXISTS);
+    const char *badkey[] = {"nope"};
+    ASSERT_EQ_INT(marble_db_create_table(db, "u", &s, badkey, 1, &err),
+                  MARBLE_ERR_INVALID_ARGUMENT);
+    ASSERT_CONTAINS(err.message, "nope");
+    marble_arrow_schema_release(&s);
+
+    /* a batch with a wrong type */
+    struct ArrowSchema bs;
+    CHECK_OK(marble_arrow_schema_parse("id:int32!,name:utf8,v:float64", &bs, &err));
+    marble_batch_builder *b;
+    CHECK_OK(marble_batch_builder_create(&bs, &b, &err));
+    CHECK_OK(marble_builder_append_int(b, 0, 1, &err));
+    CHECK_OK(marble_builder_append_null(b, 1, &err));
+    CHECK_OK(marble_builder_append_double(b, 2, 1, &err));
+    struct ArrowArray ba;
+    CHECK_OK(marble_batch_builder_finish(b, &ba, &err));
+    marble_batch_builder_destroy(b);
+    ASSERT_EQ_INT(marble_db_put(db, "t", &bs, &ba, NULL, &err), MARBLE_ERR_INVALID_ARGUMENT);
+    ASSERT_CONTAINS(err.message, "'id'");
+    ASSERT_EQ_INT(marble_db_put(db, "missing", &bs, &ba, NULL, &err), MARBLE_ERR_NOT_FOUND);
+    ASSERT_CONTAINS(err.message, "missing");
+    marble_arrow_array_release(&ba);
+    marble_arrow_schema_release(&bs);
+
+    /* a null in the key column */
+    CHECK_OK(marble_arrow_schema_parse("id:int64,name:utf8,v:float64", &bs, &err));
+    CHECK_OK(marble_batch_builder_create(&bs, &b, &err));
+    CHECK_OK(marble_builder_append_null(b, 0, &err));
+    CHECK_OK(marble_builder_append_null(b, 1, &err));
+    CHECK_OK(marble_builder_append_double(b, 2, 1, &err));
+    CHECK_OK(marble_batch_builder_finish(b, &ba, &err));
+    marble_batch_builder_destroy(b);
+    /* the nullable flag differs but the format matches: the null is what fails */
+    ASSERT_EQ_INT(marble_db_put(db, "t", &bs, &ba, NULL, &err), MARBLE_ERR_INVALID_ARGUMENT);
+    ASSERT_CONTAINS(err.message, "null");
+    marble_arrow_array_release(&ba);
+    marble_arrow_schema_release(&bs);
+
+    /* a second open of the same database */
+    marble_db *db2 = NULL;
+    ASSERT_EQ_INT(marble_db_open(dir, &o, &db2, &err), MARBLE_ERR_BUSY);
+    ASSERT_CONTAINS(err.message, "pid");
+
+    /* drop and list */
+    CHECK_OK(marble_db_drop_table(db, "t", &err));
+    ASSERT_EQ_INT(marble_db_drop_table(db, "t", &err), MARBLE_ERR_NOT_FOUND);
+    CHECK_OK(marble_db_close(db, &err));
+    o.create_if_missing = 0;
+    CHECK_OK(marble_db_open(dir, &o, &db, &err));
+    double v;
+    create_t(db);
+    ASSERT_FALSE(get_v(db, NULL, 1, &v));
+    CHECK_OK(marble_db_close(db, &err));
+    rmdir_all(dir);
+    ASSERT_EQ_INT(marble_db_open(dir, &o, &db, &err), MARBLE_ERR_NOT_FOUND);
+}
+
+TEST(db_mem_uri)
+{
+    marble_error err = {0};
+    marble_fs *fs;
+    CHECK_OK(marble_fs_create(&fs, &err));
+    marble_db_options o = small_opts();
+    o.fs = fs;
+    marble_db *db;
+    CHECK_OK(marble_db_open("mem://dbs/one", &o, &db, &err));
+    create_t(db);
+    put_rows(db, 0, 2000, 3.0);
+    CHECK_OK(marble_db_flush(db, &err));
+    CHECK_OK(marble_db_close(db, &err));
+    CHECK_OK(marble_db_open("mem://dbs/one", &o, &db, &err));
+    double v;
+    ASSERT_TRUE(get_v(db, NULL, 1999, &v));
+    ASSERT_TRUE(v == 1999.0 * 3);
+    CHECK_OK(marble_db_close(db, &err));
+    CHECK_OK(marble_fs_destroy(fs, &err));
+}
