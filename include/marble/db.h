@@ -73,7 +73,10 @@ typedef struct marble_db_options {
     int level0_stop_trigger;         /* 36 L0 files: writes stall until compaction catches up */
     int disable_auto_compaction;     /* 0 */
     int batch_rows;                  /* 4096 rows per SSTable record batch */
-    marble_ipc_compression compression; /* MARBLE_IPC_LZ4_FRAME for SSTable bodies */
+    marble_ipc_compression compression; /* MARBLE_IPC_UNCOMPRESSED: SSTables are read zero-copy
+                                           through memory maps; LZ4_FRAME or ZSTD make files
+                                           smaller, but each batch read then decompresses a
+                                           whole batch (a few cached per SSTable) */
     int bloom_bits_per_key;          /* 10 (about 1% false positives); 0: no filters */
     int verify_checksums;            /* 1: check each SSTable batch's CRC32C on first read */
     size_t handle_pool_size;         /* 0: the handle pool's default */

@@ -3,6 +3,7 @@
 #ifndef MARBLE_CLI_H
 #define MARBLE_CLI_H
 
-int marble_cli_demo(int argc, char **argv);
+int marble_cli_demo_sched(int argc, char **argv);
+int marble_cli_demo_db(int argc, char **argv);
 
 #endif

@@ -1,4 +1,4 @@
-/* `marble demo`: a parallel workload on the work-stealing scheduler, with a short report. Until
+/* `marble demo-sched`: a parallel workload on the work-stealing scheduler, with a short report. Until
  * the store exists this is the main job of `make demo`. */
 #include <errno.h>
 #include <inttypes.h>
@@ -68,7 +68,7 @@ static int run(int threads, uint64_t n, run_result *out)
     marble_sched *s = NULL;
     marble_error err;
     if (marble_sched_create(&o, &s, &err) != MARBLE_OK) {
-        fprintf(stderr, "marble demo: %s\n", err.message);
+        fprintf(stderr, "marble demo-sched: %s\n", err.message);
         return 1;
     }
     range root = {.from = 0, .to = n};
@@ -81,7 +81,7 @@ static int run(int threads, uint64_t n, run_result *out)
     marble_sched_get_stats(s, &out->stats);
     marble_sched_destroy(s);
     if (rc != MARBLE_OK) {
-        fprintf(stderr, "marble demo: %s\n", err.message);
+        fprintf(stderr, "marble demo-sched: %s\n", err.message);
         return 1;
     }
     memcpy(out->hist, root.hist, sizeof out->hist);
@@ -95,7 +95,7 @@ static int parse_u64(const char *flag, const char *text, uint64_t min, uint64_t 
     unsigned long long v = text ? strtoull(text, &end, 10) : 0;
     if (!text || errno || *end || end == text || v < min || v > max || text[0] == '-') {
         fprintf(stderr,
-                "marble demo: %s needs a whole number in [%" PRIu64 ", %" PRIu64 "], got '%s'\n",
+                "marble demo-sched: %s needs a whole number in [%" PRIu64 ", %" PRIu64 "], got '%s'\n",
                 flag, min, max, text ? text : "(nothing)");
         return 2;
     }
@@ -103,7 +103,7 @@ static int parse_u64(const char *flag, const char *text, uint64_t min, uint64_t 
     return 0;
 }
 
-int marble_cli_demo(int argc, char **argv)
+int marble_cli_demo_sched(int argc, char **argv)
 {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     uint64_t threads = cpus > 0 ? (uint64_t)cpus : 1, n = 1000000000;
@@ -116,15 +116,15 @@ int marble_cli_demo(int argc, char **argv)
                 return 2;
         } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             printf(
-                "usage: marble demo [--threads N] [--size EVENTS]\n"
+                "usage: marble demo-sched [--threads N] [--size EVENTS]\n"
                 "Counts %d-bucket histograms of EVENTS pseudo-random events (default 1000000000)\n"
                 "with fork-join tasks on 1 worker and on N workers (default: one per CPU),\n"
                 "checks that both agree and prints the speed-up and the scheduler's counters.\n"
-                "example: marble demo --threads 2 --size 50000000\n",
+                "example: marble demo-sched --threads 2 --size 50000000\n",
                 BUCKETS);
             return 0;
         } else {
-            fprintf(stderr, "marble demo: unknown option '%s' (try 'marble demo --help')\n",
+            fprintf(stderr, "marble demo-sched: unknown option '%s' (try 'marble demo-sched --help')\n",
                     argv[i]);
             return 2;
         }
@@ -136,14 +136,14 @@ int marble_cli_demo(int argc, char **argv)
     if (run(1, n, &one)) return 1;
     if (run((int)threads, n, &many)) return 1;
     if (memcmp(one.hist, many.hist, sizeof one.hist) != 0) {
-        fprintf(stderr, "marble demo: the parallel histogram differs from the sequential one\n");
+        fprintf(stderr, "marble demo-sched: the parallel histogram differs from the sequential one\n");
         return 1;
     }
     uint64_t total = 0;
     for (int b = 0; b < BUCKETS; b++)
         total += many.hist[b];
     if (total != n) {
-        fprintf(stderr, "marble demo: histogram counts %" PRIu64 " events, expected %" PRIu64 "\n",
+        fprintf(stderr, "marble demo-sched: histogram counts %" PRIu64 " events, expected %" PRIu64 "\n",
                 total, n);
         return 1;
     }

@@ -10,12 +10,14 @@ static void usage(FILE *f)
     fprintf(f, "usage: marble <command> [options]\n"
                "\n"
                "commands:\n"
-               "  demo [--threads N] [--size N]   run the scheduler demo (a parallel workload with "
-               "a report)\n"
+               "  demo [--rows N] [--dir PATH]    the state store end to end: load events, compact,\n"
+               "                                  point gets, scans, statistics\n"
+               "  demo-sched [--threads N]        the scheduler demo (a parallel workload with a "
+               "report)\n"
                "  version                         print the library version\n"
                "\n"
                "example:\n"
-               "  marble demo --threads 2\n");
+               "  marble demo --rows 500000\n");
 }
 
 int main(int argc, char **argv)
@@ -33,7 +35,8 @@ int main(int argc, char **argv)
         printf("marble %s\n", marble_version());
         return 0;
     }
-    if (!strcmp(cmd, "demo")) return marble_cli_demo(argc - 1, argv + 1);
+    if (!strcmp(cmd, "demo")) return marble_cli_demo_db(argc - 1, argv + 1);
+    if (!strcmp(cmd, "demo-sched")) return marble_cli_demo_sched(argc - 1, argv + 1);
     fprintf(stderr, "marble: unknown command '%s' (try 'marble --help')\n", cmd);
     return 2;
 }

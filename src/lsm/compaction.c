@@ -51,7 +51,8 @@ uint64_t marble__level_max_bytes(const marble__compaction_options *opts, int lev
     return b;
 }
 
-/* ---- the compaction pointers ------------------------------------------------------------------- */
+/* ---- the compaction pointers -------------------------------------------------------------------
+ */
 
 static pthread_mutex_t ptr_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct {
@@ -103,7 +104,8 @@ static void ptr_set(int level, const unsigned char *key, size_t len)
     pthread_mutex_unlock(&ptr_mu);
 }
 
-/* ---- picking ------------------------------------------------------------------------------------ */
+/* ---- picking ------------------------------------------------------------------------------------
+ */
 
 typedef struct range {
     const unsigned char *lo, *hi;
@@ -295,9 +297,10 @@ int marble__compaction_pick(const marble__version *v, const marble__compaction_o
                             marble_error *err)
 {
     *out = NULL;
-    if (!v) return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "compaction pick: NULL version");
+    if (!v)
+        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "compaction pick: NULL version");
     int trigger = opts && opts->level0_compaction_trigger > 0 ? opts->level0_compaction_trigger
-                                                               : DEFAULT_L0_TRIGGER;
+                                                              : DEFAULT_L0_TRIGGER;
     double score[MARBLE__NUM_LEVELS - 1];
     score[0] = (double)marble__version_num_files(v, 0) / (double)trigger;
     for (int l = 1; l < MARBLE__NUM_LEVELS - 1; l++) {
@@ -392,7 +395,8 @@ cleanup:
     return rc;
 }
 
-/* ---- running ------------------------------------------------------------------------------------ */
+/* ---- running ------------------------------------------------------------------------------------
+ */
 
 typedef struct output {
     uint64_t number;

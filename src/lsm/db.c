@@ -91,7 +91,7 @@ void marble_db_options_init(marble_db_options *o)
     o->level0_slowdown_trigger = 20;
     o->level0_stop_trigger = 36;
     o->batch_rows = 4096;
-    o->compression = MARBLE_IPC_LZ4_FRAME;
+    o->compression = MARBLE_IPC_UNCOMPRESSED;
     o->bloom_bits_per_key = 10;
     o->verify_checksums = 1;
 }
@@ -2053,29 +2053,43 @@ int marble_db_wait_idle(marble_db *db, marble_error *err)
     }
 }
 
+/* Moves every file of the table into one level: the deepest level holding any of its files (at
+ * least L1), pushing the levels above it down from the deepest up, so that no level between an
+ * input level and the output holds the table's files (newer data never lands below older). */
 static int compact_table(marble_db *db, uint32_t id, marble_error *err)
 {
-    /* push everything down level by level into the deepest level in use */
-    for (int level = 0; level < MARBLE__NUM_LEVELS - 1; level++) {
-        marble__version *v = marble__manifest_current(db->manifest);
-        int deeper = 0;
-        for (int l = level + 1; l < MARBLE__NUM_LEVELS; l++)
-            for (size_t i = 0; i < marble__version_num_files(v, l); i++) {
-                const marble__file_meta *f = marble__version_file(v, l, i);
-                if (marble__prefix_get(f->smallest) == id) deeper = 1;
-            }
+    marble__version *v = marble__manifest_current(db->manifest);
+    int target = 1;
+    for (int l = 1; l < MARBLE__NUM_LEVELS; l++)
+        for (size_t i = 0; i < marble__version_num_files(v, l); i++)
+            if (marble__prefix_get(marble__version_file(v, l, i)->smallest) == id) target = l;
+    marble__version_unref(v);
+    int moved = 0;
+    for (int level = target - 1; level >= 0; level--) {
+        v = marble__manifest_current(db->manifest);
         marble__compaction *c = NULL;
-        int rc = marble__compaction_pick_level(v, id, level, level + 1, NULL, NULL, &c, err);
+        int rc = marble__compaction_pick_level(v, id, level, target, NULL, NULL, &c, err);
         marble__version_unref(v);
         if (rc != MARBLE_OK) return rc;
-        if (!c && !deeper) break;
         if (!c) continue;
         c->manual = 1;
         rc = run_compaction(db, c, err);
         marble__compaction_free(c);
         if (rc != MARBLE_OK) return rc;
+        moved = 1;
     }
-    return MARBLE_OK;
+    if (moved) return MARBLE_OK;
+    /* a lone level still holding tombstones or shadowed versions is rewritten in place */
+    v = marble__manifest_current(db->manifest);
+    marble__compaction *c = NULL;
+    int rc = marble__compaction_pick_level(v, id, target, target, NULL, NULL, &c, err);
+    marble__version_unref(v);
+    if (rc == MARBLE_OK && c) {
+        c->manual = 1;
+        rc = run_compaction(db, c, err);
+    }
+    marble__compaction_free(c);
+    return rc;
 }
 
 int marble_db_compact(marble_db *db, const char *table, marble_error *err)

@@ -154,6 +154,10 @@ void marble__db_readview_release(marble__readview *rv);
 int marble__db_table_iter(marble_db *db, const marble__table *t, const marble__readview *rv,
                           marble__iter **out, marble_error *err);
 
+/* 1 (default): scans over one clean sorted run hand out zero-copy slices; tests set 0 to compare
+ * with the merging path. */
+extern int marble__scan_fast_path;
+
 /* Encodes a key given as marble_values into *out (a full key or a prefix). */
 int marble__db_encode_key(const marble__table *t, marble_key key, int need_full, marble__bytes *out,
                           marble_error *err);

@@ -401,6 +401,14 @@ typedef struct scan_state {
     int64_t batch_rows;
     int done;
     char error[MARBLE_ERROR_MESSAGE_SIZE];
+    /* the zero-copy path over one sorted run of clean SSTables (see fast_open) */
+    int fast;
+    marble__sst **run;
+    size_t n_run, file;
+    int64_t batch, row;
+    int proj[MARBLE__MAX_COLUMNS];
+    int nproj;
+    marble__bytes scratch;
 } scan_state;
 
 static int errno_of(int code)
@@ -422,6 +430,10 @@ static void scan_release(struct ArrowArrayStream *st)
         marble__db_readview_release(&s->rv);
         marble__bytes_free(&s->upper);
         marble__bytes_free(&s->skip);
+        marble__bytes_free(&s->scratch);
+        for (size_t i = 0; i < s->n_run; i++)
+            marble__sst_unref(s->run[i]);
+        free(s->run);
         marble__table_unref(s->t);
         atomic_fetch_sub_explicit(&s->db->live_streams, 1, memory_order_relaxed);
         free(s);
@@ -448,11 +460,272 @@ static const char *scan_last_error(struct ArrowArrayStream *st)
     return s && s->error[0] ? s->error : NULL;
 }
 
+
+int marble__scan_fast_path = 1;
+
+/* ---- the zero-copy scan path ------------------------------------------------------------------
+ * When the table's rows all live in one sorted run of SSTables (one level, no memtable entries,
+ * no L0 files) whose files are clean (no deletes, one version per key) and older than the
+ * snapshot, the visible rows are exactly the files' rows: the scan hands out slices of the
+ * mapped record batches, projected, with no copy. */
+
+typedef struct slice {
+    atomic_int refs; /* the parent and each child not yet released */
+    struct ArrowArray src;
+    int64_t n;
+    struct ArrowArray *kids;
+    struct ArrowArray **kid_ptrs;
+} slice;
+
+static void slice_unref(slice *v)
+{
+    /* acq_rel: the last release frees what the other holders read */
+    if (atomic_fetch_sub_explicit(&v->refs, 1, memory_order_acq_rel) != 1) return;
+    marble_arrow_array_release(&v->src);
+    free(v->kids);
+    free(v->kid_ptrs);
+    free(v);
+}
+
+static void slice_child_release(struct ArrowArray *a)
+{
+    slice *v = a->private_data;
+    a->release = NULL;
+    slice_unref(v);
+}
+
+static void slice_release(struct ArrowArray *a)
+{
+    slice *v = a->private_data;
+    for (int64_t i = 0; i < v->n; i++)
+        if (v->kid_ptrs[i]->release) v->kid_ptrs[i]->release(v->kid_ptrs[i]);
+    a->release = NULL;
+    slice_unref(v);
+}
+
+/* Rows [start, start + n) of batch `src` (taken over), columns proj, as a "+s" array. */
+static int make_slice(struct ArrowArray *src, const int *proj, int nproj, int64_t start, int64_t n,
+                      struct ArrowArray *out, marble_error *err)
+{
+    slice *v = calloc(1, sizeof *v);
+    if (v) {
+        v->kids = calloc((size_t)nproj, sizeof *v->kids);
+        v->kid_ptrs = calloc((size_t)nproj, sizeof *v->kid_ptrs);
+    }
+    if (!v || !v->kids || !v->kid_ptrs) {
+        if (v) {
+            free(v->kids);
+            free(v->kid_ptrs);
+        }
+        free(v);
+        marble_arrow_array_release(src);
+        return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
+    }
+    marble_arrow_array_move(src, &v->src);
+    v->n = nproj;
+    atomic_init(&v->refs, nproj + 1);
+    for (int j = 0; j < nproj; j++) {
+        const struct ArrowArray *c = v->src.children[proj[j]];
+        struct ArrowArray *k = &v->kids[j];
+        *k = *c;
+        k->offset = c->offset + v->src.offset + start;
+        k->length = n;
+        k->null_count = c->null_count == 0 ? 0 : -1;
+        k->n_children = 0;
+        k->children = NULL;
+        k->dictionary = NULL;
+        k->release = slice_child_release;
+        k->private_data = v;
+        v->kid_ptrs[j] = k;
+    }
+    memset(out, 0, sizeof *out);
+    out->length = n;
+    out->null_count = 0;
+    out->offset = 0;
+    out->n_buffers = 1;
+    static const void *no_validity[1] = {NULL};
+    out->buffers = no_validity;
+    out->n_children = nproj;
+    out->children = v->kid_ptrs;
+    out->release = slice_release;
+    out->private_data = v;
+    return MARBLE_OK;
+}
+
+/* The encoded key of row r of an SSTable batch (table columns first) into s->scratch. */
+static int batch_key(scan_state *s, const struct ArrowArray *b, int64_t r, marble_error *err)
+{
+    struct ArrowArray view = *b;
+    view.n_children = s->t->codec.ncols;
+    s->scratch.len = 0;
+    return marble__key_encode_row(&s->t->codec.keys, &view, r, &s->scratch, err);
+}
+
+/* 1 if the key in s->scratch is past the upper bound. */
+static int past_upper(const scan_state *s, const uint8_t *k, size_t klen)
+{
+    if (!s->has_upper) return 0;
+    int c = key_cmp(k, klen, s->upper.data, s->upper.len);
+    return s->upper_gt ? c > 0 : c >= 0;
+}
+
+/* Sets up the fast path when it applies (s->fast = 1) and positions it at `lower`. */
+static int fast_open(marble_db *db, scan_state *s, const marble__bytes *lower, int seek_lower,
+                     marble_error *err)
+{
+    const marble__table *t = s->t;
+    uint8_t pre[MARBLE__PREFIX_LEN];
+    marble__prefix_put(pre, t->id);
+    for (size_t i = 0; i < s->rv.n_mems; i++) {
+        marble__memtable_iter mi;
+        marble__memtable_iter_init(&mi, s->rv.mems[i]->mt);
+        marble__memtable_iter_seek(&mi, pre, sizeof pre);
+        if (marble__memtable_iter_valid(&mi)) {
+            size_t kl;
+            const uint8_t *k = marble__memtable_iter_key(&mi, &kl);
+            if (kl >= sizeof pre && memcmp(k, pre, sizeof pre) == 0) return MARBLE_OK;
+        }
+    }
+    const marble__version *v = s->rv.version;
+    int level = -1;
+    for (int l = 0; l < MARBLE__NUM_LEVELS; l++)
+        for (size_t i = 0; i < marble__version_num_files(v, l); i++)
+            if (file_of_table(marble__version_file(v, l, i), t->id)) {
+                if (l == 0 || (level >= 0 && level != l)) return MARBLE_OK;
+                level = l;
+            }
+    if (level < 0) return MARBLE_OK;
+    size_t n = marble__version_num_files(v, level);
+    s->run = calloc(n, sizeof *s->run);
+    if (!s->run) return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        const marble__file_meta *f = marble__version_file(v, level, i);
+        if (!file_of_table(f, t->id)) continue;
+        marble__sst *sst;
+        MARBLE_RETURN_NOT_OK(marble__db_open_sst(db, f->number, t, &sst, err));
+        s->run[s->n_run++] = sst;
+        if (!marble__sst_is_clean(sst) || marble__sst_max_seq(sst) > s->rv.seq) return MARBLE_OK;
+    }
+    s->fast = 1;
+    s->file = 0;
+    s->batch = 0;
+    s->row = 0;
+    if (!seek_lower) return MARBLE_OK;
+    /* the first file, batch and row with key >= lower */
+    for (; s->file < s->n_run; s->file++) {
+        marble__sst *sst = s->run[s->file];
+        int64_t nb = marble__sst_num_batches(sst), lo = 0, hi = nb;
+        while (lo < hi) {
+            int64_t mid = lo + (hi - lo) / 2;
+            const uint8_t *sm, *lg;
+            size_t sl, ll;
+            int64_t rows;
+            marble__sst_batch_range(sst, mid, &sm, &sl, &lg, &ll, &rows);
+            if (key_cmp(lg, ll, lower->data, lower->len) < 0)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo == nb) continue;
+        s->batch = lo;
+        struct ArrowArray b;
+        MARBLE_RETURN_NOT_OK(marble__sst_read_batch(sst, lo, &b, err));
+        int64_t rlo = 0, rhi = b.length;
+        int rc = MARBLE_OK;
+        while (rc == MARBLE_OK && rlo < rhi) {
+            int64_t mid = rlo + (rhi - rlo) / 2;
+            rc = batch_key(s, &b, mid, err);
+            if (rc == MARBLE_OK && key_cmp(s->scratch.data, s->scratch.len, lower->data, lower->len) < 0)
+                rlo = mid + 1;
+            else
+                rhi = mid;
+        }
+        marble_arrow_array_release(&b);
+        if (rc != MARBLE_OK) return rc;
+        s->row = rlo;
+        return MARBLE_OK;
+    }
+    s->done = 1;
+    return MARBLE_OK;
+}
+
+static int fast_next(scan_state *s, struct ArrowArray *out, marble_error *err)
+{
+    while (!s->done) {
+        if (s->file >= s->n_run) {
+            s->done = 1;
+            break;
+        }
+        marble__sst *sst = s->run[s->file];
+        if (s->batch >= marble__sst_num_batches(sst)) {
+            s->file++;
+            s->batch = 0;
+            s->row = 0;
+            continue;
+        }
+        struct ArrowArray b;
+        MARBLE_RETURN_NOT_OK(marble__sst_read_batch(sst, s->batch, &b, err));
+        if (s->row >= b.length) {
+            marble_arrow_array_release(&b);
+            s->batch++;
+            s->row = 0;
+            continue;
+        }
+        int64_t start = s->row, end = b.length;
+        if (end - start > s->batch_rows) end = start + s->batch_rows;
+        int rc = MARBLE_OK;
+        if (s->has_skip) {
+            rc = batch_key(s, &b, start, err);
+            if (rc == MARBLE_OK && key_cmp(s->scratch.data, s->scratch.len, s->skip.data, s->skip.len) == 0)
+                start++;
+            s->has_skip = 0;
+        }
+        if (rc == MARBLE_OK && s->has_upper && start < end) {
+            rc = batch_key(s, &b, end - 1, err);
+            if (rc == MARBLE_OK && past_upper(s, s->scratch.data, s->scratch.len)) {
+                int64_t lo = start, hi = end - 1; /* first row past the bound is in [lo, hi] */
+                while (rc == MARBLE_OK && lo < hi) {
+                    int64_t mid = lo + (hi - lo) / 2;
+                    rc = batch_key(s, &b, mid, err);
+                    if (rc == MARBLE_OK && past_upper(s, s->scratch.data, s->scratch.len))
+                        hi = mid;
+                    else
+                        lo = mid + 1;
+                }
+                end = lo;
+                s->done = 1;
+            }
+        }
+        if (rc != MARBLE_OK) {
+            marble_arrow_array_release(&b);
+            return rc;
+        }
+        s->row = end;
+        if (end <= start) {
+            marble_arrow_array_release(&b);
+            continue;
+        }
+        return make_slice(&b, s->proj, s->nproj, start, end - start, out, err);
+    }
+    memset(out, 0, sizeof *out);
+    out->release = NULL;
+    return MARBLE_OK;
+}
+
 static int scan_get_next(struct ArrowArrayStream *st, struct ArrowArray *out)
 {
     scan_state *s = st->private_data;
     marble_error e = {0};
     int rc = MARBLE_OK;
+    if (s->fast) {
+        rc = fast_next(s, out, &e);
+        if (rc != MARBLE_OK) {
+            snprintf(s->error, sizeof s->error, "%s", e.message);
+            s->done = 1;
+            return errno_of(rc);
+        }
+        return 0;
+    }
     while (!s->done && rc == MARBLE_OK && marble__assembler_rows(s->as) < s->batch_rows) {
         if (!marble__iter_valid(s->it)) {
             s->done = 1;
@@ -573,11 +846,17 @@ static int scan_open(marble_db *db, marble__table *t, const marble_key_range *ra
         rc = marble__assembler_create(&t->codec, nproj < 0 ? NULL : proj, nproj, 0, &s->as, err);
     if (rc == MARBLE_OK) {
         marble__db_readview_acquire(db, ro ? ro->snapshot : NULL, &s->rv);
+        s->nproj = nproj < 0 ? t->codec.ncols : nproj;
+        for (int j = 0; j < s->nproj; j++)
+            s->proj[j] = nproj < 0 ? j : proj[j];
+        if (!s->done && marble__scan_fast_path) rc = fast_open(db, s, &lower, seek_lower, err);
+    }
+    if (rc == MARBLE_OK && !s->fast) {
         marble__iter *internal = NULL;
         rc = marble__db_table_iter(db, t, &s->rv, &internal, err);
         if (rc == MARBLE_OK) rc = marble__iter_visible(internal, s->rv.seq, &s->it, err);
     }
-    if (rc == MARBLE_OK) {
+    if (rc == MARBLE_OK && !s->fast) {
         if (seek_lower)
             marble__iter_seek(s->it, lower.data, lower.len);
         else

@@ -54,7 +54,8 @@ static void keybuf_free(keybuf *b)
     b->len = b->cap = 0;
 }
 
-/* ---- memtable ---------------------------------------------------------------------------------- */
+/* ---- memtable ----------------------------------------------------------------------------------
+ */
 
 typedef struct mem_iter {
     marble__iter base;
@@ -116,8 +117,14 @@ static void mem_seek(marble__iter *it, const void *key, size_t klen)
     marble__memtable_iter_seek(&m->mi, m->scratch.p, m->scratch.len);
 }
 
-static void mem_next(marble__iter *it) { marble__memtable_iter_next(&((mem_iter *)it)->mi); }
-static void mem_prev(marble__iter *it) { marble__memtable_iter_prev(&((mem_iter *)it)->mi); }
+static void mem_next(marble__iter *it)
+{
+    marble__memtable_iter_next(&((mem_iter *)it)->mi);
+}
+static void mem_prev(marble__iter *it)
+{
+    marble__memtable_iter_prev(&((mem_iter *)it)->mi);
+}
 
 static const void *mem_key(marble__iter *it, size_t *klen)
 {
@@ -128,8 +135,14 @@ static const void *mem_key(marble__iter *it, size_t *klen)
     return k + m->plen;
 }
 
-static uint64_t mem_seq(marble__iter *it) { return marble__memtable_iter_seq(&((mem_iter *)it)->mi); }
-static int mem_op(marble__iter *it) { return (int)marble__memtable_iter_op(&((mem_iter *)it)->mi); }
+static uint64_t mem_seq(marble__iter *it)
+{
+    return marble__memtable_iter_seq(&((mem_iter *)it)->mi);
+}
+static int mem_op(marble__iter *it)
+{
+    return (int)marble__memtable_iter_op(&((mem_iter *)it)->mi);
+}
 
 static const void *mem_value(marble__iter *it, size_t *vlen)
 {
@@ -160,10 +173,10 @@ static void mem_destroy(marble__iter *it)
     free(m);
 }
 
-static const marble__iter_ops mem_ops = {mem_valid, mem_seek_to_first, mem_seek_to_last, mem_seek,
-                                         mem_next,  mem_prev,          mem_key,          mem_seq,
-                                         mem_op,    mem_value,         mem_batch,        mem_status,
-                                         mem_destroy};
+static const marble__iter_ops mem_ops = {
+    mem_valid, mem_seek_to_first, mem_seek_to_last, mem_seek, mem_next,
+    mem_prev,  mem_key,           mem_seq,          mem_op,   mem_value,
+    mem_batch, mem_status,        mem_destroy};
 
 int marble__iter_memtable(const marble__memtable *mt, const void *prefix, size_t plen,
                           marble__iter **out, marble_error *err)
@@ -201,7 +214,8 @@ oom:
     return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "memtable iterator: out of memory");
 }
 
-/* ---- one SSTable -------------------------------------------------------------------------------- */
+/* ---- one SSTable --------------------------------------------------------------------------------
+ */
 
 typedef struct sst_iter {
     marble__iter base;
@@ -211,21 +225,54 @@ typedef struct sst_iter {
 
 #define SI(it) (((sst_iter *)(it))->si)
 
-static int sst_valid(marble__iter *it) { return marble__sst_iter_valid(SI(it)); }
-static void sst_seek_to_first(marble__iter *it) { marble__sst_iter_seek_to_first(SI(it)); }
-static void sst_seek_to_last(marble__iter *it) { marble__sst_iter_seek_to_last(SI(it)); }
-static void sst_seek(marble__iter *it, const void *k, size_t n) { marble__sst_iter_seek(SI(it), k, n); }
-static void sst_next(marble__iter *it) { marble__sst_iter_next(SI(it)); }
-static void sst_prev(marble__iter *it) { marble__sst_iter_prev(SI(it)); }
-static const void *sst_key(marble__iter *it, size_t *n) { return marble__sst_iter_key(SI(it), n); }
-static uint64_t sst_seq(marble__iter *it) { return marble__sst_iter_seq(SI(it)); }
-static int sst_op(marble__iter *it) { return marble__sst_iter_op(SI(it)); }
-static const void *sst_value(marble__iter *it, size_t *n) { return marble__sst_iter_value(SI(it), n); }
+static int sst_valid(marble__iter *it)
+{
+    return marble__sst_iter_valid(SI(it));
+}
+static void sst_seek_to_first(marble__iter *it)
+{
+    marble__sst_iter_seek_to_first(SI(it));
+}
+static void sst_seek_to_last(marble__iter *it)
+{
+    marble__sst_iter_seek_to_last(SI(it));
+}
+static void sst_seek(marble__iter *it, const void *k, size_t n)
+{
+    marble__sst_iter_seek(SI(it), k, n);
+}
+static void sst_next(marble__iter *it)
+{
+    marble__sst_iter_next(SI(it));
+}
+static void sst_prev(marble__iter *it)
+{
+    marble__sst_iter_prev(SI(it));
+}
+static const void *sst_key(marble__iter *it, size_t *n)
+{
+    return marble__sst_iter_key(SI(it), n);
+}
+static uint64_t sst_seq(marble__iter *it)
+{
+    return marble__sst_iter_seq(SI(it));
+}
+static int sst_op(marble__iter *it)
+{
+    return marble__sst_iter_op(SI(it));
+}
+static const void *sst_value(marble__iter *it, size_t *n)
+{
+    return marble__sst_iter_value(SI(it), n);
+}
 static const struct ArrowArray *sst_batch(marble__iter *it, int64_t *row)
 {
     return marble__sst_iter_batch(SI(it), row);
 }
-static int sst_status(marble__iter *it, marble_error *err) { return marble__sst_iter_status(SI(it), err); }
+static int sst_status(marble__iter *it, marble_error *err)
+{
+    return marble__sst_iter_status(SI(it), err);
+}
 
 static void sst_destroy(marble__iter *it)
 {
@@ -235,10 +282,10 @@ static void sst_destroy(marble__iter *it)
     free(s);
 }
 
-static const marble__iter_ops sst_ops = {sst_valid, sst_seek_to_first, sst_seek_to_last, sst_seek,
-                                         sst_next,  sst_prev,          sst_key,          sst_seq,
-                                         sst_op,    sst_value,         sst_batch,        sst_status,
-                                         sst_destroy};
+static const marble__iter_ops sst_ops = {
+    sst_valid, sst_seek_to_first, sst_seek_to_last, sst_seek, sst_next,
+    sst_prev,  sst_key,           sst_seq,          sst_op,   sst_value,
+    sst_batch, sst_status,        sst_destroy};
 
 int marble__iter_sst(marble__sst *s, marble__iter **out, marble_error *err)
 {
@@ -258,7 +305,8 @@ int marble__iter_sst(marble__sst *s, marble__iter **out, marble_error *err)
     return MARBLE_OK;
 }
 
-/* ---- a sorted run of SSTables ------------------------------------------------------------------- */
+/* ---- a sorted run of SSTables -------------------------------------------------------------------
+ */
 
 typedef struct run_file {
     marble__sst *sst;
@@ -270,9 +318,9 @@ typedef struct run_iter {
     marble__iter base;
     run_file *files;
     size_t n;
-    size_t cur;            /* index of the open file; n when none */
-    marble__sst_iter *si;  /* iterator over files[cur] */
-    int rc;                /* sticky error */
+    size_t cur;           /* index of the open file; n when none */
+    marble__sst_iter *si; /* iterator over files[cur] */
+    int rc;               /* sticky error */
     marble_error err;
 } run_iter;
 
@@ -348,7 +396,10 @@ static int run_valid(marble__iter *it)
     return r->si && marble__sst_iter_valid(r->si);
 }
 
-static void run_seek_to_first(marble__iter *it) { run_forward_from((run_iter *)it, 0); }
+static void run_seek_to_first(marble__iter *it)
+{
+    run_forward_from((run_iter *)it, 0);
+}
 static void run_seek_to_last(marble__iter *it)
 {
     run_iter *r = (run_iter *)it;
@@ -396,9 +447,18 @@ static void run_prev(marble__iter *it)
     run_backward_from(r, r->cur);
 }
 
-static const void *run_key(marble__iter *it, size_t *n) { return marble__sst_iter_key(((run_iter *)it)->si, n); }
-static uint64_t run_seq(marble__iter *it) { return marble__sst_iter_seq(((run_iter *)it)->si); }
-static int run_op(marble__iter *it) { return marble__sst_iter_op(((run_iter *)it)->si); }
+static const void *run_key(marble__iter *it, size_t *n)
+{
+    return marble__sst_iter_key(((run_iter *)it)->si, n);
+}
+static uint64_t run_seq(marble__iter *it)
+{
+    return marble__sst_iter_seq(((run_iter *)it)->si);
+}
+static int run_op(marble__iter *it)
+{
+    return marble__sst_iter_op(((run_iter *)it)->si);
+}
 static const void *run_value(marble__iter *it, size_t *n)
 {
     return marble__sst_iter_value(((run_iter *)it)->si, n);
@@ -429,10 +489,10 @@ static void run_destroy(marble__iter *it)
     free(r);
 }
 
-static const marble__iter_ops run_ops = {run_valid, run_seek_to_first, run_seek_to_last, run_seek,
-                                         run_next,  run_prev,          run_key,          run_seq,
-                                         run_op,    run_value,         run_batch,        run_status,
-                                         run_destroy};
+static const marble__iter_ops run_ops = {
+    run_valid, run_seek_to_first, run_seek_to_last, run_seek, run_next,
+    run_prev,  run_key,           run_seq,          run_op,   run_value,
+    run_batch, run_status,        run_destroy};
 
 int marble__iter_run(marble__sst *const *ssts, size_t n, marble__iter **out, marble_error *err)
 {
@@ -467,7 +527,8 @@ int marble__iter_run(marble__sst *const *ssts, size_t n, marble__iter **out, mar
     return MARBLE_OK;
 }
 
-/* ---- the k-way merge ---------------------------------------------------------------------------- */
+/* ---- the k-way merge ----------------------------------------------------------------------------
+ */
 
 typedef struct merge_iter {
     marble__iter base;
@@ -525,7 +586,10 @@ static void heap_fix_top(merge_iter *m)
     heap_down(m, 0);
 }
 
-static int merge_valid(marble__iter *it) { return ((merge_iter *)it)->hn > 0; }
+static int merge_valid(marble__iter *it)
+{
+    return ((merge_iter *)it)->hn > 0;
+}
 
 static void merge_seek_to_first(marble__iter *it)
 {
@@ -630,10 +694,22 @@ static void merge_prev(marble__iter *it)
 
 #define TOP(it) (((merge_iter *)(it))->children[((merge_iter *)(it))->heap[0]])
 
-static const void *merge_key(marble__iter *it, size_t *n) { return marble__iter_key(TOP(it), n); }
-static uint64_t merge_seq(marble__iter *it) { return marble__iter_seq(TOP(it)); }
-static int merge_op(marble__iter *it) { return marble__iter_op(TOP(it)); }
-static const void *merge_value(marble__iter *it, size_t *n) { return marble__iter_value(TOP(it), n); }
+static const void *merge_key(marble__iter *it, size_t *n)
+{
+    return marble__iter_key(TOP(it), n);
+}
+static uint64_t merge_seq(marble__iter *it)
+{
+    return marble__iter_seq(TOP(it));
+}
+static int merge_op(marble__iter *it)
+{
+    return marble__iter_op(TOP(it));
+}
+static const void *merge_value(marble__iter *it, size_t *n)
+{
+    return marble__iter_value(TOP(it), n);
+}
 static const struct ArrowArray *merge_batch(marble__iter *it, int64_t *row)
 {
     return marble__iter_batch(TOP(it), row);
@@ -642,8 +718,7 @@ static const struct ArrowArray *merge_batch(marble__iter *it, int64_t *row)
 static int merge_status(marble__iter *it, marble_error *err)
 {
     merge_iter *m = (merge_iter *)it;
-    if (m->rc != MARBLE_OK)
-        return marble_error_set(err, m->rc, "merging iterator: out of memory");
+    if (m->rc != MARBLE_OK) return marble_error_set(err, m->rc, "merging iterator: out of memory");
     for (size_t i = 0; i < m->n; i++) {
         int rc = marble__iter_status(m->children[i], err);
         if (rc != MARBLE_OK) return rc;
@@ -663,8 +738,8 @@ static void merge_destroy(marble__iter *it)
 }
 
 static const marble__iter_ops merge_ops = {
-    merge_valid, merge_seek_to_first, merge_seek_to_last, merge_seek,   merge_next,
-    merge_prev,  merge_key,           merge_seq,          merge_op,     merge_value,
+    merge_valid, merge_seek_to_first, merge_seek_to_last, merge_seek, merge_next,
+    merge_prev,  merge_key,           merge_seq,          merge_op,   merge_value,
     merge_batch, merge_status,        merge_destroy};
 
 int marble__iter_merge(marble__iter **children, size_t n, marble__iter **out, marble_error *err)
@@ -692,7 +767,8 @@ int marble__iter_merge(marble__iter **children, size_t n, marble__iter **out, ma
     return MARBLE_OK;
 }
 
-/* ---- the visible view --------------------------------------------------------------------------- */
+/* ---- the visible view ---------------------------------------------------------------------------
+ */
 
 typedef struct visible_iter {
     marble__iter base;
@@ -775,7 +851,10 @@ static void vis_find_backward(visible_iter *v)
     }
 }
 
-static int vis_valid(marble__iter *it) { return ((visible_iter *)it)->valid; }
+static int vis_valid(marble__iter *it)
+{
+    return ((visible_iter *)it)->valid;
+}
 
 static void vis_seek_to_first(marble__iter *it)
 {
@@ -832,7 +911,10 @@ static const void *vis_key(marble__iter *it, size_t *n)
 {
     return marble__iter_key(((visible_iter *)it)->in, n);
 }
-static uint64_t vis_seq(marble__iter *it) { return marble__iter_seq(((visible_iter *)it)->in); }
+static uint64_t vis_seq(marble__iter *it)
+{
+    return marble__iter_seq(((visible_iter *)it)->in);
+}
 static int vis_op(marble__iter *it)
 {
     (void)it;
@@ -862,10 +944,10 @@ static void vis_destroy(marble__iter *it)
     free(v);
 }
 
-static const marble__iter_ops vis_ops = {vis_valid, vis_seek_to_first, vis_seek_to_last, vis_seek,
-                                         vis_next,  vis_prev,          vis_key,          vis_seq,
-                                         vis_op,    vis_value,         vis_batch,        vis_status,
-                                         vis_destroy};
+static const marble__iter_ops vis_ops = {
+    vis_valid, vis_seek_to_first, vis_seek_to_last, vis_seek, vis_next,
+    vis_prev,  vis_key,           vis_seq,          vis_op,   vis_value,
+    vis_batch, vis_status,        vis_destroy};
 
 int marble__iter_visible(marble__iter *internal, uint64_t snapshot_seq, marble__iter **out,
                          marble_error *err)

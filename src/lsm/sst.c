@@ -14,8 +14,10 @@
  * entry's array is released with the last reference. Batches of an uncompressed file point into
  * the mapping, which the decoded batch keeps alive through the IPC reader's source owner.
  *
- * Cache: SST_CACHE_SLOTS decoded batches per SSTable, replaced round-robin. It saves the
- * decompression (and flatbuffer parsing) when lookups and iterators hit the same batches again.
+ * Cache: one slot per batch. A batch that points into the mapping (an uncompressed file: zero
+ * copy, so only its Arrow structs take memory) stays cached while the SSTable lives, so a point
+ * lookup parses no IPC metadata after the first. Decompressed batches take real memory: at most
+ * SST_CACHE_SLOTS of them stay cached per SSTable, replaced first in, first out.
  */
 
 #include <inttypes.h>
@@ -256,6 +258,7 @@ struct marble__sst_writer {
     marble__bloom_builder bloom;
     int has_bloom;
     marble__bytes prev_key, first_key, entries, zones, keys, scratch;
+    int dirty; /* a delete or a second version of a key was written */
     int have_prev;
     uint64_t prev_seq;
     int64_t nbatches;
@@ -449,6 +452,7 @@ static int writer_add(marble__sst_writer *w, const void *key, size_t klen, uint6
                                     w->uri, seq);
         same = c == 0;
     }
+    if (same || op == 0) w->dirty = 1;
     int rc;
     if (src)
         rc = marble__assembler_add_arrow(w->as, src, row, seq, op, err);
@@ -524,7 +528,7 @@ static int build_index(marble__sst_writer *w, marble__bytes *ix, marble_error *e
     put64(h + 32, w->max_seq);
     put64(h + 40, w->keys.len);
     put64(h + 48, bloom_len);
-    put32(h + 56, w->has_bloom ? 1 : 0);
+    put32(h + 56, (w->has_bloom ? 1u : 0u) | (w->dirty ? 0u : 2u));
     int rc = marble__bytes_append(ix, h, sizeof h, err);
     if (rc == MARBLE_OK) rc = marble__bytes_append(ix, w->entries.data, w->entries.len, err);
     if (rc == MARBLE_OK) rc = marble__bytes_append(ix, w->zones.data, w->zones.len, err);
@@ -630,10 +634,12 @@ struct marble__sst {
     uint64_t rows, min_seq, max_seq;
     const uint8_t *entries, *zones, *keys;
     int has_bloom;
+    int clean; /* no deletes, one version per key */
     marble__bloom bloom;
     marble__key_encoder kenc; /* the codec's key columns over the file's schema (+ _seq, _op) */
     pthread_mutex_t mu;
-    cache_entry *cache[SST_CACHE_SLOTS];
+    cache_entry **cache;              /* nbatches slots */
+    int64_t ring[SST_CACHE_SLOTS];     /* decompressed batches cached, oldest first */
     unsigned next_slot;
 };
 
@@ -665,8 +671,9 @@ static void entry_unref(cache_entry *e)
 
 static void sst_free(marble__sst *s)
 {
-    for (int i = 0; i < SST_CACHE_SLOTS; i++)
+    for (int64_t i = 0; s->cache && i < s->nbatches; i++)
         if (s->cache[i]) entry_unref(s->cache[i]);
+    free(s->cache);
     marble_ipc_reader_destroy(s->ipc);
     if (s->map) marble_mapping_release(s->map);
     pthread_mutex_destroy(&s->mu);
@@ -757,7 +764,7 @@ static int parse_index(marble__sst *s, const marble__row_codec *codec, marble_er
     if (ncols != (uint64_t)codec->ncols)
         return corrupt(err, u, "index column count differs from the table (index, table)", ncols,
                        (uint64_t)codec->ncols);
-    if (flags > 1 || get32(ix + 60) != 0)
+    if (flags > 3 || get32(ix + 60) != 0)
         return corrupt(err, u, "unknown index flags (flags, reserved)", flags, get32(ix + 60));
     uint64_t avail = ilen - SST_HEADER;
     uint64_t per = SST_ENTRY + ncols * SST_ZONE;
@@ -770,6 +777,7 @@ static int parse_index(marble__sst *s, const marble__row_codec *codec, marble_er
         if (ix[p]) return corrupt(err, u, "nonzero index padding (at, 0)", p, 0);
     s->nbatches = (int64_t)nb;
     s->ncols = (int)ncols;
+    s->clean = (flags & 2) != 0;
     s->rows = get64(ix + 16);
     s->min_seq = get64(ix + 24);
     s->max_seq = get64(ix + 32);
@@ -915,7 +923,8 @@ int marble__sst_open(marble_fs *fs, marble_handle_pool *pool, const char *uri,
                      (uint64_t)marble_ipc_reader_num_batches(s->ipc), (uint64_t)s->nbatches);
     if (rc == MARBLE_OK) {
         s->verified = calloc((size_t)(s->nbatches + 63) / 64, sizeof *s->verified);
-        if (!s->verified)
+        s->cache = calloc((size_t)s->nbatches + 1, sizeof *s->cache);
+        if (!s->verified || !s->cache)
             rc = marble_error_set(err, MARBLE_ERR_NO_MEMORY, "%s: out of memory", uri);
     }
     if (rc != MARBLE_OK) {
@@ -939,6 +948,16 @@ uint64_t marble__sst_rows(const marble__sst *s)
 uint64_t marble__sst_file_size(const marble__sst *s)
 {
     return s->size;
+}
+
+int marble__sst_is_clean(const marble__sst *s)
+{
+    return s->clean;
+}
+
+uint64_t marble__sst_max_seq(const marble__sst *s)
+{
+    return s->max_seq;
 }
 
 int64_t marble__sst_num_batches(const marble__sst *s)
@@ -1109,14 +1128,12 @@ static int get_entry(marble__sst *s, int64_t i, cache_entry **out, marble_error 
 {
     count(&st_batch_reads);
     pthread_mutex_lock(&s->mu);
-    for (int k = 0; k < SST_CACHE_SLOTS; k++) {
-        cache_entry *e = s->cache[k];
-        if (e && e->index == i) {
-            atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
-            pthread_mutex_unlock(&s->mu);
-            *out = e;
-            return MARBLE_OK;
-        }
+    cache_entry *hit = s->cache[i];
+    if (hit) {
+        atomic_fetch_add_explicit(&hit->refs, 1, memory_order_relaxed);
+        pthread_mutex_unlock(&s->mu);
+        *out = hit;
+        return MARBLE_OK;
     }
     pthread_mutex_unlock(&s->mu);
     cache_entry *e = calloc(1, sizeof *e);
@@ -1144,18 +1161,24 @@ static int get_entry(marble__sst *s, int64_t i, cache_entry **out, marble_error 
         return rc;
     }
     atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed); /* the cache's */
+    /* zero copy when the first column's last buffer points into the mapping */
+    const struct ArrowArray *c0 = e->array.children[0];
+    const uint8_t *b = c0->n_buffers ? c0->buffers[c0->n_buffers - 1] : NULL;
+    int mapped = b && b >= s->data && b < s->data + s->size;
     cache_entry *old = NULL;
     pthread_mutex_lock(&s->mu);
-    int slot = -1;
-    for (int k = 0; k < SST_CACHE_SLOTS; k++)
-        if (s->cache[k] && s->cache[k]->index == i) slot = k;
-    if (slot < 0) {
-        slot = (int)(s->next_slot++ % SST_CACHE_SLOTS);
-        old = s->cache[slot];
-        s->cache[slot] = e;
+    if (s->cache[i]) {
+        old = e; /* another thread cached it meanwhile: keep theirs, drop our cache ref */
     } else {
-        old = e; /* another thread cached it meanwhile: keep theirs, drop our cache
-                    ref */
+        s->cache[i] = e;
+        if (!mapped) {
+            unsigned slot = s->next_slot++ % SST_CACHE_SLOTS;
+            if (s->next_slot > SST_CACHE_SLOTS) {
+                old = s->cache[s->ring[slot]];
+                s->cache[s->ring[slot]] = NULL;
+            }
+            s->ring[slot] = i;
+        }
     }
     pthread_mutex_unlock(&s->mu);
     if (old) entry_unref(old);

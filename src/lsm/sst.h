@@ -87,6 +87,10 @@ const char *marble__sst_uri(const marble__sst *s);
 uint64_t marble__sst_rows(const marble__sst *s);
 uint64_t marble__sst_file_size(const marble__sst *s);
 int64_t marble__sst_num_batches(const marble__sst *s);
+/* 1 if the file holds no deletes and one version per key (index flag bit 1): its rows, read at
+ * a snapshot >= marble__sst_max_seq, are exactly the visible rows. */
+int marble__sst_is_clean(const marble__sst *s);
+uint64_t marble__sst_max_seq(const marble__sst *s);
 /* Per batch: key range (pointers into the mapping, valid while the SSTable lives) and rows. */
 void marble__sst_batch_range(const marble__sst *s, int64_t i, const uint8_t **smallest,
                              size_t *slen, const uint8_t **largest, size_t *llen, int64_t *rows);

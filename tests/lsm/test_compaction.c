@@ -496,7 +496,10 @@ static int env_open(void *ud, const marble__file_meta *f, marble__sst **out, mar
     return marble__sst_open(d->fs, NULL, uri, &d->codec, 1, out, err);
 }
 
-static uint64_t env_number(void *ud) { return ((db *)ud)->next_number++; }
+static uint64_t env_number(void *ud)
+{
+    return ((db *)ud)->next_number++;
+}
 
 static int env_cancelled(void *ud)
 {
@@ -550,7 +553,10 @@ static int below_none(const entry *e)
     return 0;
 }
 /* Keys starting with 'b' (the phantom L2 file ["b", "bzz"]). */
-static int below_b(const entry *e) { return e->klen >= 2 && e->key[1] == 'b'; }
+static int below_b(const entry *e)
+{
+    return e->klen >= 2 && e->key[1] == 'b';
+}
 
 static int count_uri(void *ud, const char *uri)
 {
@@ -612,7 +618,8 @@ static size_t read_outputs(db *d, const marble__version_edit *edit, int level, e
         ASSERT_EQ_INT(fm->level, level);
         ASSERT_TRUE(fm->smallest_len > 4 && memcmp(fm->smallest, "\0\0\0\1", 4) == 0);
         ASSERT_TRUE(fm->largest_len > 4 && memcmp(fm->largest, "\0\0\0\1", 4) == 0);
-        if (f > 0) ASSERT_LT_INT(key_cmp(prev_largest, prev_len, fm->smallest, fm->smallest_len), 0);
+        if (f > 0)
+            ASSERT_LT_INT(key_cmp(prev_largest, prev_len, fm->smallest, fm->smallest_len), 0);
         memcpy(prev_largest, fm->largest, fm->largest_len);
         prev_len = fm->largest_len;
         marble__sst *s;
@@ -719,10 +726,10 @@ TEST(compaction_run_hand)
         int phantom;
         const char *expect; /* key seq pairs */
     } cases[] = {
-        {100, 0, "a9 c6"},             /* newest only; deletes shadow nothing below */
-        {100, 1, "a9 b8 c6"},          /* b's delete kept: the L2 file may hold b */
-        {7, 0, "a9 a7 b8 b2 c6"},      /* a9 and b8 are above the snapshot */
-        {6, 0, "a9 a7 b8 b2 c6"},      /* a: newest at/below 6 is del@5: dropped, and a3 */
+        {100, 0, "a9 c6"},        /* newest only; deletes shadow nothing below */
+        {100, 1, "a9 b8 c6"},     /* b's delete kept: the L2 file may hold b */
+        {7, 0, "a9 a7 b8 b2 c6"}, /* a9 and b8 are above the snapshot */
+        {6, 0, "a9 a7 b8 b2 c6"}, /* a: newest at/below 6 is del@5: dropped, and a3 */
         {6, 1, "a9 a7 b8 b2 c6"},
         {4, 0, "a9 a7 a5 a3 b8 b2 c6"}, /* a@5 is above 4: kept, a@3 the newest at or below */
         {0, 0, "a9 a7 a5 a3 b8 b2 c6 d4"},
@@ -802,7 +809,10 @@ TEST(compaction_run_all_dropped)
     db_close(&d);
 }
 
-TEST(compaction_run_random_no_snapshot) { run_case(1, 600, UINT64_MAX, 0, 0); }
+TEST(compaction_run_random_no_snapshot)
+{
+    run_case(1, 600, UINT64_MAX, 0, 0);
+}
 TEST(compaction_run_random_snapshots)
 {
     for (uint64_t s = 0; s < 6; s++)
@@ -810,9 +820,9 @@ TEST(compaction_run_random_snapshots)
 }
 TEST(compaction_run_cut_by_size)
 {
-    run_case(30, 400, UINT64_MAX, 0, 1);  /* one user key per file */
-    run_case(31, 800, 700, 1, 1);         /* versions of a key never split */
-    run_case(32, 2000, 1500, 0, 4000);    /* several keys per file */
+    run_case(30, 400, UINT64_MAX, 0, 1); /* one user key per file */
+    run_case(31, 800, 700, 1, 1);        /* versions of a key never split */
+    run_case(32, 2000, 1500, 0, 4000);   /* several keys per file */
 }
 
 TEST(compaction_run_open_failure_cleans_up)

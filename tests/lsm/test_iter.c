@@ -33,7 +33,10 @@ static uint64_t rnd(void)
     rng_state = x;
     return x;
 }
-static size_t rnd_n(size_t n) { return (size_t)(rnd() % n); }
+static size_t rnd_n(size_t n)
+{
+    return (size_t)(rnd() % n);
+}
 
 static int key_cmp(const void *a, size_t alen, const void *b, size_t blen)
 {
@@ -68,8 +71,7 @@ static entry *random_entries(size_t n, size_t maxlen, int deletes)
         random_key(e[i].key, &e[i].klen, maxlen);
         e[i].seq = 1 + i * 3 + rnd_n(3); /* distinct, increasing with i */
         e[i].op = deletes && rnd_n(4) == 0 ? 0 : 1;
-        if (e[i].op)
-            e[i].vlen = (size_t)snprintf(e[i].val, sizeof e[i].val, "v%" PRIu64, e[i].seq);
+        if (e[i].op) e[i].vlen = (size_t)snprintf(e[i].val, sizeof e[i].val, "v%" PRIu64, e[i].seq);
     }
     /* Shuffle so that seq is not tied to insertion order. */
     for (size_t i = n; i > 1; i--) {
@@ -243,8 +245,8 @@ TEST(iter_memtable_prefix_strip)
         e[p] = random_entries(n, 3, 1);
         for (size_t i = 0; i < n; i++) {
             e[p][i].seq += (uint64_t)p * 100000;
-            e[p][i].vlen = (size_t)snprintf(e[p][i].val, sizeof e[p][i].val, "t%d-%" PRIu64, p,
-                                            e[p][i].seq);
+            e[p][i].vlen =
+                (size_t)snprintf(e[p][i].val, sizeof e[p][i].val, "t%d-%" PRIu64, p, e[p][i].seq);
             mt_add(mt, prefixes[p], 4, &e[p][i]);
         }
         qsort(e[p], n, sizeof(entry), entry_cmp);
@@ -417,8 +419,14 @@ TEST(iter_merge_small_hand)
         marble__memtable_destroy(mts[j]);
 }
 
-TEST(iter_merge_random_one_child) { merge_case(11, 1, 400, 3); }
-TEST(iter_merge_random_three) { merge_case(12, 3, 600, 3); }
+TEST(iter_merge_random_one_child)
+{
+    merge_case(11, 1, 400, 3);
+}
+TEST(iter_merge_random_three)
+{
+    merge_case(12, 3, 600, 3);
+}
 TEST(iter_merge_random_many)
 {
     for (uint64_t s = 0; s < 8; s++)
@@ -552,7 +560,8 @@ static void sst_merge_case(uint64_t seed, size_t n, int nl0, int nrun, int batch
     for (int f = 0; f < nrun && at < rn; f++) {
         size_t end = f == nrun - 1 ? rn : at + rn / (size_t)nrun + 1;
         if (end > rn) end = rn;
-        while (end < rn && key_cmp(rp[end].key, rp[end].klen, rp[end - 1].key, rp[end - 1].klen) == 0)
+        while (end < rn &&
+               key_cmp(rp[end].key, rp[end].klen, rp[end - 1].key, rp[end - 1].klen) == 0)
             end++;
         run[nr++] = write_sst(&env, rp + at, end - at, batch_rows);
         at = end;
