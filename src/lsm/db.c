@@ -459,7 +459,8 @@ void marble__db_readview_acquire(marble_db *db, const marble_snapshot *snap, mar
         rv->mems[rv->n_mems++] = db->imm[i];
     for (size_t i = 0; i < rv->n_mems; i++)
         atomic_fetch_add_explicit(&rv->mems[i]->refs, 1, memory_order_relaxed);
-    rv->version = marble__manifest_current(db->manifest);
+    rv->version = db->current;
+    marble__version_ref(rv->version);
     /* acquire: pairs with the writer's release store; entries up to seq are in the memtables */
     rv->seq = snap ? snap->seq : atomic_load_explicit(&db->last_seq, memory_order_acquire);
     pthread_mutex_unlock(&db->mu);
@@ -535,12 +536,26 @@ static uint64_t new_file_number(void *ud)
     return atomic_fetch_add_explicit(&db->next_file, 1, memory_order_relaxed);
 }
 
-static int apply_edit(marble_db *db, marble__version_edit *e, marble_error *err)
+/* Applies an edit and installs the new version for readers. mu_held: the caller holds mu.
+ * drop_imm: the edit is the flush of imm[0], which leaves the memtable list in the same critical
+ * section, so no reader ever sees both the memtable and its SSTables. */
+static int apply_edit(marble_db *db, marble__version_edit *e, int mu_held, int drop_imm,
+                      marble_error *err)
 {
     marble__edit_set_next_file_number(e, atomic_load_explicit(&db->next_file, memory_order_relaxed));
     int rc = marble__manifest_apply(db->manifest, e, err);
-    if (rc == MARBLE_OK) remove_obsolete(db);
-    return rc;
+    if (rc != MARBLE_OK) return rc;
+    if (!mu_held) pthread_mutex_lock(&db->mu);
+    marble__version *old = db->current;
+    db->current = marble__manifest_current(db->manifest);
+    if (drop_imm) {
+        memmove(db->imm, db->imm + 1, (db->n_imm - 1) * sizeof *db->imm);
+        db->n_imm--;
+    }
+    if (!mu_held) pthread_mutex_unlock(&db->mu);
+    marble__version_unref(old);
+    remove_obsolete(db);
+    return MARBLE_OK;
 }
 
 static int sst_options(const marble_db *db, marble__sst_options *o)
@@ -637,7 +652,7 @@ static int flush_memtable(marble_db *db, marble__memref *m, marble_error *err)
     if (rc == MARBLE_OK) {
         marble__edit_set_log_number(&edit, m->wal_segment + 1);
         marble__edit_set_last_seq(&edit, m->max_seq);
-        rc = apply_edit(db, &edit, err);
+        rc = apply_edit(db, &edit, 0, 1, err);
     }
     if (rc != MARBLE_OK) {
         for (size_t i = 0; i < n_out; i++) {
@@ -678,12 +693,7 @@ static marble_task_status flush_task(marble_task_ctx *ctx, void *arg)
                            we.message);
         }
         pthread_mutex_lock(&db->mu);
-        if (rc == MARBLE_OK) {
-            memmove(db->imm, db->imm + 1, (db->n_imm - 1) * sizeof *db->imm);
-            db->n_imm--;
-        } else {
-            set_bg_error(db, rc, &e);
-        }
+        if (rc != MARBLE_OK) set_bg_error(db, rc, &e); /* on success apply_edit dropped it */
         pthread_cond_broadcast(&db->cv);
         pthread_mutex_unlock(&db->mu);
         if (rc == MARBLE_OK) marble__memref_unref(m);
@@ -788,7 +798,7 @@ static int run_compaction(marble_db *db, marble__compaction *c, marble_error *er
     marble__compaction_result res = {0};
     rc = marble__compaction_run(c, &env, &edit, &res, err);
     marble__version_unref(v);
-    if (rc == MARBLE_OK) rc = apply_edit(db, &edit, err);
+    if (rc == MARBLE_OK) rc = apply_edit(db, &edit, 0, 0, err);
     if (rc == MARBLE_OK) {
         atomic_fetch_add_explicit(&db->st_compactions, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&db->st_bytes_compacted_read, res.bytes_read,
@@ -1479,7 +1489,7 @@ int marble_db_create_table(marble_db *db, const char *name, const struct ArrowSc
     marble__version_edit e;
     marble__edit_init(&e);
     rc = catalog_edit(db, &e, err);
-    if (rc == MARBLE_OK) rc = apply_edit(db, &e, err);
+    if (rc == MARBLE_OK) rc = apply_edit(db, &e, 1, 0, err);
     marble__edit_free(&e);
     if (rc != MARBLE_OK) {
         db->n_tables--;
@@ -1519,7 +1529,7 @@ int marble_db_drop_table(marble_db *db, const char *name, marble_error *err)
                 rc = marble__edit_delete_file(&e, l, f->number) == MARBLE_OK ? MARBLE_OK : marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
         }
     marble__version_unref(v);
-    if (rc == MARBLE_OK) rc = apply_edit(db, &e, err);
+    if (rc == MARBLE_OK) rc = apply_edit(db, &e, 1, 0, err);
     marble__edit_free(&e);
     if (rc != MARBLE_OK) {
         memmove(db->tables + idx + 1, db->tables + idx, (db->n_tables - idx) * sizeof *db->tables);
@@ -1646,10 +1656,11 @@ static size_t g_nlocks;
 static int lock_db(marble_db *db, marble_error *err)
 {
     /* in-process: one open per URI (also covers backends without file locks, like mem://) */
-    size_t n = strlen(db->uri) + 32;
+    size_t n = strlen(db->uri) + 48;
     db->lock_key = malloc(n);
     if (!db->lock_key) return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
-    snprintf(db->lock_key, n, "%p:%s", (void *)db->fs, db->uri);
+    /* keyed by pid too: a forked child inherits g_locks but not the parent's open databases */
+    snprintf(db->lock_key, n, "%d:%p:%s", (int)getpid(), (void *)db->fs, db->uri);
     char lock_uri[4096];
     snprintf(lock_uri, sizeof lock_uri, "%s/LOCK", db->uri);
     marble_vfs *v;
@@ -1657,7 +1668,7 @@ static int lock_db(marble_db *db, marble_error *err)
     int rc = marble_fs_resolve(db->fs, lock_uri, &v, &path, err);
     if (rc != MARBLE_OK) return rc;
     /* local files are shared across registries: key them by path */
-    if (strcmp(v->name, "local") == 0) snprintf(db->lock_key, n, "file:%s", db->uri);
+    if (strcmp(v->name, "local") == 0) snprintf(db->lock_key, n, "%d:file:%s", (int)getpid(), db->uri);
     pthread_mutex_lock(&g_locks_mu);
     for (size_t i = 0; i < g_nlocks; i++)
         if (strcmp(g_locks[i], db->lock_key) == 0) {
@@ -1814,6 +1825,8 @@ static void db_teardown(marble_db *db, int group_inited)
     }
     if (db->wal) marble__wal_close(db->wal, NULL);
     db->wal = NULL;
+    if (db->current) marble__version_unref(db->current);
+    db->current = NULL;
     if (db->manifest) marble__manifest_close(db->manifest, NULL);
     db->manifest = NULL;
     tc_clear(db);
@@ -1895,6 +1908,7 @@ int marble_db_open(const char *uri, const marble_db_options *opts, marble_db **o
     marble__manifest_options mo = {0, 1, 0};
     rc = marble__manifest_open(db->fs, db->uri, &mo, &db->manifest, NULL, err);
     if (rc != MARBLE_OK) goto fail;
+    db->current = marble__manifest_current(db->manifest);
 
     /* tables */
     db->next_table_id = MARBLE__FIRST_USER_TABLE_ID;
@@ -1985,6 +1999,8 @@ int marble_db_close(marble_db *db, marble_error *err)
     marble_error e = {0};
     if (db->wal) rc = marble__wal_close(db->wal, &e);
     db->wal = NULL;
+    marble__version_unref(db->current);
+    db->current = NULL;
     int rc2 = db->manifest ? marble__manifest_close(db->manifest, rc == MARBLE_OK ? &e : NULL)
                            : MARBLE_OK;
     db->manifest = NULL;

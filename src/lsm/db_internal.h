@@ -82,6 +82,7 @@ struct marble_db {
     marble_db_options opts;
     marble_handle_pool *pool;
     marble__manifest *manifest;
+    marble__version *current; /* what readers see (under mu); see apply_edit */
     marble__wal *wal;
     marble_file *lock_file;
     char *lock_key;

@@ -126,8 +126,8 @@ int marble__row_codec_init(marble__row_codec *c, const struct ArrowSchema *schem
                                         schema->children[key_cols[k]]->name, p, k);
     }
 
-    int rc = marble__key_encoder_init(&c->keys, schema, key_cols, nkeys, MARBLE__KEY_REJECT_NULLS,
-                                      err);
+    int rc =
+        marble__key_encoder_init(&c->keys, schema, key_cols, nkeys, MARBLE__KEY_REJECT_NULLS, err);
     if (rc != MARBLE_OK) return rc;
     c->cols = calloc((size_t)n, sizeof *c->cols);
     if (!c->cols)
@@ -201,7 +201,8 @@ int marble__row_encode(const marble__row_codec *c, const struct ArrowArray *batc
         const struct ArrowArray *a = batch->children[i];
         int64_t idx = base + a->offset;
         if (a->null_count != 0 && a->buffers[0] && !bit_get(a->buffers[0], idx)) continue;
-        out->data[start + (size_t)(col->value_index >> 3)] |= (uint8_t)(1u << (col->value_index & 7));
+        out->data[start + (size_t)(col->value_index >> 3)] |=
+            (uint8_t)(1u << (col->value_index & 7));
         enum col_kind k = kind_of(col->type.id);
         if (k == K_BOOL) {
             if ((rc = ensure(out, 1, err)) != MARBLE_OK) goto fail;
@@ -318,8 +319,7 @@ static int parse_value(const marble__row_codec *c, const uint8_t *v, size_t len,
     return MARBLE_OK;
 }
 
-int marble__row_check(const marble__row_codec *c, const void *value, size_t len,
-                      marble_error *err)
+int marble__row_check(const marble__row_codec *c, const void *value, size_t len, marble_error *err)
 {
     if (len > 0 && !value)
         return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "row value: NULL pointer");
@@ -339,9 +339,9 @@ typedef struct out_col {
     enum col_source src;
     enum col_kind kind;
     marble_arrow_type_id id;
-    int col;       /* table column (SRC_KEY, SRC_VALUE) */
-    int index;     /* key_index or value_index */
-    size_t width;  /* K_FIXED */
+    int col;      /* table column (SRC_KEY, SRC_VALUE) */
+    int index;    /* key_index or value_index */
+    size_t width; /* K_FIXED */
     const char *name;
     int has_validity;
     buf validity, offsets, data;
@@ -511,12 +511,13 @@ static void rollback(marble__assembler *a)
     }
 }
 
-int marble__assembler_create(const marble__row_codec *c, const int *proj, int nproj,
-                             int with_meta, marble__assembler **out, marble_error *err)
+int marble__assembler_create(const marble__row_codec *c, const int *proj, int nproj, int with_meta,
+                             marble__assembler **out, marble_error *err)
 {
     *out = NULL;
     if (!c || !c->cols)
-        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "assembler: codec not initialized");
+        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
+                                "assembler: codec not initialized");
     if (nproj > 0 && !proj)
         return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
                                 "assembler: NULL projection of %d columns", nproj);
@@ -674,8 +675,8 @@ static int append_meta(out_col *oc, int64_t row, uint64_t seq, int op, marble_er
     return append_fixed(oc, row, &o, err);
 }
 
-int marble__assembler_add(marble__assembler *a, const void *key, size_t klen, uint64_t seq,
-                          int op, const void *value, size_t vlen, marble_error *err)
+int marble__assembler_add(marble__assembler *a, const void *key, size_t klen, uint64_t seq, int op,
+                          const void *value, size_t vlen, marble_error *err)
 {
     const marble__row_codec *c = a->c;
     marble__key_value kv[MARBLE__KEY_MAX_COLS];
@@ -856,8 +857,9 @@ int marble__assembler_finish(marble__assembler *a, struct ArrowArray *out, marbl
             free(bp->arrays);
             free(bp);
         }
-        return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "assembler: out of memory finishing a "
-                                                           "batch");
+        return marble_error_set(err, MARBLE_ERR_NO_MEMORY,
+                                "assembler: out of memory finishing a "
+                                "batch");
     }
     for (int j = 0; j < n; j++) {
         out_col *oc = &a->cols[j];
@@ -909,8 +911,7 @@ int marble__assembler_finish(marble__assembler *a, struct ArrowArray *out, marbl
     return MARBLE_OK;
 }
 
-int marble__assembler_schema(const marble__assembler *a, struct ArrowSchema *out,
-                             marble_error *err)
+int marble__assembler_schema(const marble__assembler *a, struct ArrowSchema *out, marble_error *err)
 {
     return marble_arrow_schema_copy(&a->schema, out, err);
 }

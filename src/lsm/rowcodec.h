@@ -56,7 +56,7 @@ typedef struct marble__row_codec {
 } marble__row_codec;
 
 /* Validates `schema` (supported types, 1..MARBLE__MAX_COLUMNS columns, unique non-empty names
- * not starting with '_' followed by "seq"/"op" clashes) and key_cols (1..MARBLE__KEY_MAX_COLS,
+ * not starting with '_', which keeps "_seq"/"_op" free) and key_cols (1..MARBLE__KEY_MAX_COLS,
  * distinct, in range, key-able types). Errors name the column. */
 int marble__row_codec_init(marble__row_codec *c, const struct ArrowSchema *schema,
                            const int *key_cols, int nkeys, marble_error *err);
@@ -85,9 +85,9 @@ void marble__assembler_destroy(marble__assembler *a);
 /* Appends one entry. op: 0 delete (value must be empty), 1 put. */
 int marble__assembler_add(marble__assembler *a, const void *key, size_t klen, uint64_t seq,
                           int op, const void *value, size_t vlen, marble_error *err);
-/* Appends row `row` of `src`, a batch laid out as the assembler's codec's table (first ncols
- * children; with _seq/_op after them when src_has_meta, else seq/op are taken as given). Used
- * to copy rows from SSTable batches without going through row values. */
+/* Appends row `row` of `src`, a batch laid out as the assembler's codec's table (its first ncols
+ * children; trailing children such as an SSTable's _seq/_op are ignored: seq and op are always
+ * the ones given). Used to copy rows from SSTable batches without going through row values. */
 int marble__assembler_add_arrow(marble__assembler *a, const struct ArrowArray *src, int64_t row,
                                 uint64_t seq, int op, marble_error *err);
 int64_t marble__assembler_rows(const marble__assembler *a);
