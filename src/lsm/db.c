@@ -649,12 +649,15 @@ static int flush_memtable(marble_db *db, marble__memref *m, marble_error *err)
         marble__table_unref(t);
     }
     if (rc == MARBLE_OK && n_out) rc = marble_fs_sync_dir(db->fs, db->uri, err);
+    int applying = rc == MARBLE_OK;
     if (rc == MARBLE_OK) {
         marble__edit_set_log_number(&edit, m->wal_segment + 1);
         marble__edit_set_last_seq(&edit, m->max_seq);
         rc = apply_edit(db, &edit, 0, 1, err);
     }
-    if (rc != MARBLE_OK) {
+    /* a failed manifest write may have left the edit on disk: its files stay then (the next
+     * open removes them if the manifest does not name them) */
+    if (rc != MARBLE_OK && !applying) {
         for (size_t i = 0; i < n_out; i++) {
             char *uri = file_uri(db, outputs[i]);
             if (uri) marble_fs_remove(db->fs, uri, NULL);
@@ -798,6 +801,7 @@ static int run_compaction(marble_db *db, marble__compaction *c, marble_error *er
     marble__compaction_result res = {0};
     rc = marble__compaction_run(c, &env, &edit, &res, err);
     marble__version_unref(v);
+    int applying = rc == MARBLE_OK;
     if (rc == MARBLE_OK) rc = apply_edit(db, &edit, 0, 0, err);
     if (rc == MARBLE_OK) {
         atomic_fetch_add_explicit(&db->st_compactions, 1, memory_order_relaxed);
@@ -805,8 +809,8 @@ static int run_compaction(marble_db *db, marble__compaction *c, marble_error *er
                                   memory_order_relaxed);
         atomic_fetch_add_explicit(&db->st_bytes_compacted_written, res.bytes_written,
                                   memory_order_relaxed);
-    } else {
-        /* remove outputs the edit named but the manifest did not take */
+    } else if (!applying) {
+        /* remove outputs the edit named (after a failed manifest write they stay, as above) */
         for (size_t i = 0; i < edit.n_added; i++) {
             char *uri = file_uri(db, edit.added[i].number);
             if (uri) marble_fs_remove(db->fs, uri, NULL);
@@ -1919,6 +1923,7 @@ int marble_db_open(const char *uri, const marble_db_options *opts, marble_db **o
         marble__table_unref(kv);
         goto fail;
     }
+    db->kv = kv;
     marble__version *v = marble__manifest_current(db->manifest);
     for (size_t i = 0; rc == MARBLE_OK && i < marble__version_num_catalog(v); i++) {
         const marble__catalog_record *r = marble__version_catalog(v, i);

@@ -95,6 +95,7 @@ struct marble_db {
     marble__memref *imm[MARBLE__MAX_IMM];
     size_t n_imm;
 
+    marble__table *kv; /* the key-value table (also in tables; never dropped) */
     marble__table **tables;
     size_t n_tables, cap_tables;
     uint32_t next_table_id;
@@ -112,7 +113,7 @@ struct marble_db {
     int flush_running;
     int compactions_running;
     int manual_compaction; /* pauses automatic picks */
-    int closing;
+    atomic_int closing; /* written under mu; env_cancelled reads it without */
     int bg_error;
     marble_error bg_err;
     int write_error; /* sticky: WAL failures */

@@ -273,15 +273,15 @@ int marble_db_kv_get(marble_db *db, const marble_read_options *ro, const void *k
     if (!db || !value || !vlen)
         return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "db, value or vlen is NULL");
     MARBLE_RETURN_NOT_OK(check_snapshot(db, ro, err));
-    marble__bytes k = {0}, val = {0};
+    /* per-thread scratch: a get allocates only its result once warm */
+    static _Thread_local marble__bytes k, val;
     int rc = kv_key_encode(key, klen, 1, &k, err);
     if (rc != MARBLE_OK) return rc;
-    marble__table *t = marble__db_find_table_id(db, MARBLE__KV_TABLE_ID);
     marble__readview rv = {0};
     atomic_fetch_add_explicit(&db->st_gets, 1, memory_order_relaxed);
     marble__db_readview_acquire(db, ro ? ro->snapshot : NULL, &rv);
     int op = 0;
-    rc = lookup(db, t, &rv, k.data, k.len, &op, &val, err);
+    rc = lookup(db, db->kv, &rv, k.data, k.len, &op, &val, err);
     marble__db_readview_release(&rv);
     if (rc == MARBLE_OK && !op) rc = MARBLE_ERR_NOT_FOUND;
     if (rc == MARBLE_ERR_NOT_FOUND) {
@@ -302,9 +302,8 @@ int marble_db_kv_get(marble_db *db, const marble_read_options *ro, const void *k
             }
         }
     }
-    marble__table_unref(t);
-    marble__bytes_free(&k);
-    marble__bytes_free(&val);
+    if (k.cap > ((size_t)1 << 20)) marble__bytes_free(&k);
+    if (val.cap > ((size_t)1 << 20)) marble__bytes_free(&val);
     return rc;
 }
 
@@ -1029,12 +1028,39 @@ void marble_kv_iter_prev(marble_kv_iter *it)
     kv_moved(it);
 }
 
+/* Row `row` of binary column `col` of an SSTable batch of the key-value table (validated when
+ * the batch was read: offsets are in bounds); NULL when null. */
+static void kv_column(const struct ArrowArray *b, int col, int64_t row, const uint8_t **d,
+                      size_t *n)
+{
+    const struct ArrowArray *c = b->children[col];
+    int64_t p = c->offset + b->offset + row;
+    if (c->null_count != 0 && c->buffers[0] &&
+        !(((const uint8_t *)c->buffers[0])[p >> 3] & (1u << (p & 7)))) {
+        *d = NULL;
+        *n = 0;
+        return;
+    }
+    const int32_t *off = c->buffers[1];
+    *d = (const uint8_t *)c->buffers[2] + off[p];
+    *n = (size_t)(off[p + 1] - off[p]);
+}
+
 const void *marble_kv_iter_key(const marble_kv_iter *cit, size_t *klen)
 {
     marble_kv_iter *it = (marble_kv_iter *)cit;
     if (!marble_kv_iter_valid(it)) {
         if (klen) *klen = 0;
         return NULL;
+    }
+    int64_t brow;
+    const struct ArrowArray *src = marble__iter_batch(it->it, &brow);
+    if (src) { /* straight from the SSTable batch's binary key column */
+        const uint8_t *d;
+        size_t n;
+        kv_column(src, 0, brow, &d, &n);
+        if (klen) *klen = n;
+        return d ? (const void *)d : (const void *)"";
     }
     if (!it->key_ready) {
         size_t n;
@@ -1071,10 +1097,17 @@ const void *marble_kv_iter_value(const marble_kv_iter *cit, size_t *vlen)
         if (vlen) *vlen = 0;
         return NULL;
     }
-    size_t n;
-    const uint8_t *v = marble__iter_value(it->it, &n);
+    int64_t brow;
+    const struct ArrowArray *src = marble__iter_batch(it->it, &brow);
     const uint8_t *d;
     size_t len;
+    if (src) { /* straight from the SSTable batch's binary value column */
+        kv_column(src, 1, brow, &d, &len);
+        if (vlen) *vlen = len;
+        return d ? (const void *)d : (const void *)"";
+    }
+    size_t n;
+    const uint8_t *v = marble__iter_value(it->it, &n);
     if (kv_value(v, n, &d, &len) != MARBLE_OK) {
         it->status = MARBLE_ERR_CORRUPTION;
         marble_error_set(&it->err, MARBLE_ERR_CORRUPTION, "%s: corruption: bad key-value row",

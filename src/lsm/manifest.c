@@ -1019,7 +1019,7 @@ static int replay(marble__manifest *m, uint64_t number, marble__manifest_recover
     marble_error e;
     int rc = marble_fs_read_all(m->fs, uri, &data, &size, &e);
     if (rc == MARBLE_ERR_NOT_FOUND) {
-        rc = marble_error_set(err, MARBLE_ERR_CORRUPTION, "manifest %s: CURRENT names %s: %s",
+        rc = marble_error_set(err, MARBLE_ERR_CORRUPTION, "manifest %s: corruption: CURRENT names %s: %s",
                               m->dir, name, e.message);
         goto cleanup;
     }
@@ -1029,16 +1029,28 @@ static int replay(marble__manifest *m, uint64_t number, marble__manifest_recover
     }
     const unsigned char *p = data;
     size_t pos = 0;
+    /* the first record (the snapshot) is synced before CURRENT names the file: never torn */
+    if (size == 0) {
+        rc = marble_error_set(err, MARBLE_ERR_CORRUPTION, "manifest %s: corruption: empty file",
+                              uri);
+        goto cleanup;
+    }
     while (pos < size) {
         uint32_t n;
         const char *why;
         if (!record_ok(number, p + pos, size - pos, &n, &why)) {
+            if (pos == 0) {
+                rc = marble_error_set(err, MARBLE_ERR_CORRUPTION,
+                                      "manifest %s: corruption: %s in the first record", uri, why);
+                goto cleanup;
+            }
             for (size_t q = pos + 1; q + REC_HEADER <= size; q++) {
                 uint32_t n2;
                 const char *w2;
                 if (record_ok(number, p + q, size - q, &n2, &w2)) {
                     rc = marble_error_set(err, MARBLE_ERR_CORRUPTION,
-                                          "manifest %s: %s at offset %zu", uri, why, pos);
+                                          "manifest %s: corruption: %s at offset %zu", uri, why,
+                                          pos);
                     goto cleanup;
                 }
             }
@@ -1054,8 +1066,8 @@ static int replay(marble__manifest *m, uint64_t number, marble__manifest_recover
         marble__edit_free(&ed);
         if (rc != MARBLE_OK) {
             if (rc != MARBLE_ERR_NO_MEMORY) rc = MARBLE_ERR_CORRUPTION;
-            rc = marble_error_set(err, rc, "manifest %s: record at offset %zu: %s", uri, pos,
-                                  e.message);
+            rc = marble_error_set(err, rc, "manifest %s: corruption: record at offset %zu: %s",
+                                  uri, pos, e.message);
             goto cleanup;
         }
         pthread_mutex_lock(&m->mu);
@@ -1084,7 +1096,7 @@ static int read_current(marble__manifest *m, const char *cur, uint64_t *number, 
     const char *s = data;
     if (size < 2 || s[size - 1] != '\n' || !parse_manifest_name(s, size - 1, number))
         rc = marble_error_set(err, MARBLE_ERR_CORRUPTION,
-                              "manifest %s: does not name a MANIFEST file", cur);
+                              "manifest %s: corruption: does not name a MANIFEST file", cur);
     free(data);
     return rc;
 }

@@ -1234,6 +1234,59 @@ static int lower_bound(const marble__sst *s, const struct ArrowArray *a, const v
     return MARBLE_OK;
 }
 
+/* Single binary/utf8 key columns (the key-value table, string-keyed tables): the encoding orders
+ * like the raw bytes, so lookups compare raw slices of the batch with the unescaped key instead
+ * of encoding every probed row. Returns 0 when the table's key is not of that kind. */
+static int raw_key_column(const marble__sst *s)
+{
+    if (s->kenc.nkeys != 1) return -1;
+    marble_arrow_type_id t = s->kenc.keys[0].type.id;
+    return t == MARBLE_ARROW_BINARY || t == MARBLE_ARROW_UTF8 ? s->kenc.keys[0].col : -1;
+}
+
+/* Unescapes an encoded single binary key (0x01, bytes with 00 as 00 FF, then 00 00); 0 if the
+ * key is not of that shape. */
+static int raw_key(const uint8_t *key, size_t klen, marble__bytes *out)
+{
+    if (klen < 3 || key[0] != 0x01 || key[klen - 1] != 0 || key[klen - 2] != 0) return 0;
+    out->len = 0;
+    if (marble__bytes_reserve(out, klen, NULL) != MARBLE_OK) return 0;
+    size_t o = 0;
+    for (size_t i = 1; i < klen - 2; i++) {
+        if (key[i] == 0) {
+            if (key[i + 1] != 0xFF) return 0;
+            i++;
+            out->data[o++] = 0;
+            continue;
+        }
+        out->data[o++] = key[i];
+    }
+    out->len = o;
+    return 1;
+}
+
+static int raw_cmp(const struct ArrowArray *a, int col, int64_t row, const uint8_t *k, size_t n)
+{
+    const struct ArrowArray *c = a->children[col];
+    const int32_t *off = c->buffers[1];
+    int64_t p = c->offset + a->offset + row;
+    const uint8_t *d = (const uint8_t *)c->buffers[2] + off[p];
+    return key_cmp(d, (size_t)(off[p + 1] - off[p]), k, n);
+}
+
+static int64_t raw_lower_bound(const struct ArrowArray *a, int col, const uint8_t *k, size_t n)
+{
+    int64_t lo = 0, hi = a->length;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (raw_cmp(a, col, mid, k, n) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
 static uint64_t col_u64(const struct ArrowArray *a, int col, int64_t row)
 {
     const struct ArrowArray *c = a->children[col];
@@ -1260,7 +1313,12 @@ int marble__sst_get(marble__sst *s, const void *key, size_t klen, uint64_t snaps
         }
     }
     int64_t b = find_batch(s, key, klen);
-    marble__bytes scratch = {0};
+    /* per-thread scratch: a lookup allocates nothing once warm (freed at thread exit is not
+     * needed: it stays reachable through the thread-local pointer) */
+    static _Thread_local marble__bytes scratch, raw;
+    scratch.len = 0;
+    int rcol = raw_key_column(s);
+    if (rcol >= 0 && !raw_key(key, klen, &raw)) rcol = -1;
     int rc = MARBLE_ERR_NOT_FOUND, seen = 0;
     for (; b < s->nbatches; b++) {
         const uint8_t *sm, *lg;
@@ -1275,13 +1333,22 @@ int marble__sst_get(marble__sst *s, const void *key, size_t klen, uint64_t snaps
         }
         const struct ArrowArray *a = &e->array;
         int64_t row;
-        r = lower_bound(s, a, key, klen, &scratch, &row, err);
+        if (rcol >= 0)
+            row = raw_lower_bound(a, rcol, raw.data, raw.len);
+        else
+            r = lower_bound(s, a, key, klen, &scratch, &row, err);
         int done = 0;
         for (; r == MARBLE_OK && row < a->length; row++) {
-            scratch.len = 0;
-            r = marble__key_encode_row(&s->kenc, a, row, &scratch, err);
-            if (r != MARBLE_OK) break;
-            if (key_cmp(scratch.data, scratch.len, key, klen) != 0) {
+            int c;
+            if (rcol >= 0) {
+                c = raw_cmp(a, rcol, row, raw.data, raw.len);
+            } else {
+                scratch.len = 0;
+                r = marble__key_encode_row(&s->kenc, a, row, &scratch, err);
+                if (r != MARBLE_OK) break;
+                c = key_cmp(scratch.data, scratch.len, key, klen);
+            }
+            if (c != 0) {
                 done = 1;
                 break;
             }
@@ -1303,7 +1370,8 @@ int marble__sst_get(marble__sst *s, const void *key, size_t klen, uint64_t snaps
         }
         if (done) break;
     }
-    marble__bytes_free(&scratch);
+    if (scratch.cap > ((size_t)1 << 20)) marble__bytes_free(&scratch);
+    if (raw.cap > ((size_t)1 << 20)) marble__bytes_free(&raw);
     if (rc == MARBLE_ERR_NOT_FOUND && s->has_bloom && !seen) count(&st_bloom_fp);
     if (rc == MARBLE_ERR_NOT_FOUND) marble_error_set(err, rc, "%s: key not found", s->uri);
     return rc;
@@ -1409,7 +1477,14 @@ void marble__sst_iter_seek(marble__sst_iter *it, const void *key, size_t klen)
     int64_t b = find_batch(it->s, key, klen);
     if (b >= it->s->nbatches || !iter_load(it, b)) return;
     int64_t row;
-    int rc = lower_bound(it->s, &it->e->array, key, klen, &it->key, &row, &it->err);
+    int rc = MARBLE_OK;
+    static _Thread_local marble__bytes raw;
+    int rcol = raw_key_column(it->s);
+    if (rcol >= 0 && raw_key(key, klen, &raw))
+        row = raw_lower_bound(&it->e->array, rcol, raw.data, raw.len);
+    else
+        rc = lower_bound(it->s, &it->e->array, key, klen, &it->key, &row, &it->err);
+    if (raw.cap > ((size_t)1 << 20)) marble__bytes_free(&raw);
     if (rc != MARBLE_OK) {
         iter_fail(it, rc == MARBLE_ERR_NO_MEMORY ? rc : MARBLE_ERR_CORRUPTION);
         return;

@@ -279,14 +279,14 @@ static int scan_segment(const unsigned char *data, uint64_t size, uint64_t segme
     const char *what = why == REC_SHORT ? "incomplete record" : "CRC mismatch";
     if (!newest)
         return marble_error_set(err, MARBLE_ERR_CORRUPTION,
-                                "wal %s: %s at offset %" PRIu64 " of %" PRIu64
+                                "wal %s: corruption: %s at offset %" PRIu64 " of %" PRIu64
                                 " in a segment that is not the newest",
                                 uri, what, off, size);
     for (uint64_t q = off + 1; q + WAL_HEADER <= size; q++) {
         uint32_t len;
         if (check_record(data + q, size - q, segment, &len) == REC_OK)
             return marble_error_set(err, MARBLE_ERR_CORRUPTION,
-                                    "wal %s: %s at offset %" PRIu64
+                                    "wal %s: corruption: %s at offset %" PRIu64
                                     " followed by a valid record at offset %" PRIu64,
                                     uri, what, off, q);
     }
@@ -334,7 +334,8 @@ int marble__wal_replay(marble_fs *fs, const char *dir_uri, uint64_t from_segment
         char name[WAL_NAME_MAX];
         segment_name(name, from_segment);
         rc = marble_error_set(err, MARBLE_ERR_CORRUPTION,
-                              "wal %s: segment %s, where replay starts, is missing", dir, name);
+                              "wal %s: corruption: segment %s, where replay starts, is missing",
+                              dir, name);
     }
     for (size_t i = first; rc == MARBLE_OK && i < l.n; i++) {
         char *uri = segment_uri(dir, l.v[i]);
@@ -346,7 +347,8 @@ int marble__wal_replay(marble_fs *fs, const char *dir_uri, uint64_t from_segment
             char name[WAL_NAME_MAX];
             segment_name(name, l.v[i - 1] + 1);
             rc = marble_error_set(err, MARBLE_ERR_CORRUPTION,
-                                  "wal %s: segment %s is missing before %s", dir, name, uri);
+                                  "wal %s: corruption: segment %s is missing before %s", dir,
+                                  name, uri);
             free(uri);
             break;
         }
@@ -748,7 +750,7 @@ int marble__wal_open(marble_fs *fs, const char *dir_uri, const marble__wal_optio
         if (l.v[i] != l.v[i - 1] + 1) {
             char name[WAL_NAME_MAX];
             segment_name(name, l.v[i - 1] + 1);
-            rc = marble_error_set(err, MARBLE_ERR_CORRUPTION, "wal %s: segment %s is missing",
+            rc = marble_error_set(err, MARBLE_ERR_CORRUPTION, "wal %s: corruption: segment %s is missing",
                                   wal->dir, name);
             goto cleanup;
         }
