@@ -1011,7 +1011,7 @@ static int payload_walk(const uint8_t *p, size_t len, uint32_t *count, row_fn fn
 }
 
 typedef struct insert_ctx {
-    marble__memtable *mt;
+    marble__memref *m;
     uint64_t seq;
     marble_error *err;
 } insert_ctx;
@@ -1020,9 +1020,79 @@ static int insert_row(void *ud, int op, const uint8_t *key, size_t klen, const u
                       size_t vlen)
 {
     insert_ctx *c = ud;
-    int rc = marble__memtable_add(c->mt, c->seq++, op ? MARBLE__MEMTABLE_PUT : MARBLE__MEMTABLE_DELETE,
-                                  key, klen, val, vlen, c->err);
+    int rc = marble__memtable_add_hint(c->m->mt, &c->m->hint, c->seq++,
+                                       op ? MARBLE__MEMTABLE_PUT : MARBLE__MEMTABLE_DELETE, key,
+                                       klen, val, vlen, c->err);
     return rc == MARBLE_ERR_EXISTS ? MARBLE_OK : rc; /* a replayed duplicate */
+}
+
+typedef struct row_ref {
+    const uint8_t *key, *val;
+    uint32_t klen;
+    uint8_t op;
+    size_t vlen;
+    uint64_t seq;
+} row_ref;
+
+typedef struct collect_ctx {
+    row_ref *rows;
+    size_t n;
+    uint64_t seq;
+} collect_ctx;
+
+static int collect_row(void *ud, int op, const uint8_t *key, size_t klen, const uint8_t *val,
+                       size_t vlen)
+{
+    collect_ctx *c = ud;
+    row_ref *r = &c->rows[c->n++];
+    r->key = key;
+    r->klen = (uint32_t)klen;
+    r->val = val;
+    r->vlen = vlen;
+    r->op = (uint8_t)op;
+    r->seq = c->seq++;
+    return MARBLE_OK;
+}
+
+/* Internal-key order: key ascending, then seq descending. */
+static int cmp_rows(const void *a, const void *b)
+{
+    const row_ref *x = a, *y = b;
+    size_t n = x->klen < y->klen ? x->klen : y->klen;
+    int c = memcmp(x->key, y->key, n);
+    if (c) return c;
+    if (x->klen != y->klen) return x->klen < y->klen ? -1 : 1;
+    return x->seq > y->seq ? -1 : x->seq < y->seq;
+}
+
+/* Adds the rows of a payload to the memtable; rows i takes seq + i. Large payloads are sorted
+ * first so that the skiplist inserts walk forward from the previous one (the hint) instead of
+ * searching from the top for every row. */
+static int insert_payload(marble__memref *m, const marble__bytes *payload, uint32_t count,
+                          uint64_t seq, marble_error *err)
+{
+    uint32_t n;
+    if (count >= 64 && count <= (1u << 24)) {
+        collect_ctx cc = {malloc(sizeof(row_ref) * count), 0, seq};
+        if (cc.rows) {
+            int rc = payload_walk(payload->data, payload->len, &n, collect_row, &cc);
+            if (rc == MARBLE_OK) {
+                qsort(cc.rows, cc.n, sizeof *cc.rows, cmp_rows);
+                for (size_t i = 0; rc == MARBLE_OK && i < cc.n; i++) {
+                    const row_ref *r = &cc.rows[i];
+                    rc = marble__memtable_add_hint(m->mt, &m->hint, r->seq,
+                                                   r->op ? MARBLE__MEMTABLE_PUT
+                                                         : MARBLE__MEMTABLE_DELETE,
+                                                   r->key, r->klen, r->val, r->vlen, err);
+                    if (rc == MARBLE_ERR_EXISTS) rc = MARBLE_OK; /* a replayed duplicate */
+                }
+            }
+            free(cc.rows);
+            return rc;
+        }
+    }
+    insert_ctx ic = {m, seq, err};
+    return payload_walk(payload->data, payload->len, &n, insert_row, &ic);
 }
 
 /* Logs and applies a payload of `count` rows (payload's first 4 bytes hold count). */
@@ -1047,9 +1117,7 @@ static int commit_payload(marble_db *db, marble__bytes *payload, uint32_t count,
         return rc;
     }
     db->next_seq += count;
-    insert_ctx ic = {db->mem->mt, seq, err};
-    uint32_t n;
-    rc = payload_walk(payload->data, payload->len, &n, insert_row, &ic);
+    rc = insert_payload(db->mem, payload, count, seq, err);
     if (rc != MARBLE_OK) { /* only NO_MEMORY can get here: the WAL has it, reopen replays it */
         db->write_error = rc;
         db->write_err = err ? *err : (marble_error){rc, "memtable insert failed"};
@@ -1757,8 +1825,8 @@ static int replay_record(uint64_t seq, const void *payload, size_t len, void *ud
     uint64_t last = seq + n - 1;
     if (last > c->max_seq) c->max_seq = last;
     if (last <= c->flushed_seq) return MARBLE_OK; /* already in an SSTable */
-    insert_ctx ic = {c->db->mem->mt, seq, c->err};
-    return payload_walk(payload, len, &n, insert_row, &ic);
+    marble__bytes p = {(uint8_t *)payload, len, len};
+    return insert_payload(c->db->mem, &p, n, seq, c->err);
 }
 
 typedef struct garbage_ctx {

@@ -55,6 +55,7 @@ typedef struct marble__memref {
     marble__memtable *mt;
     uint64_t wal_segment; /* the WAL segments up to this one hold its entries */
     uint64_t max_seq;
+    marble__memtable_hint hint; /* for inserts, under wmu (or during recovery) */
 } marble__memref;
 
 void marble__memref_unref(marble__memref *m);

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_HEIGHT 20
+#define MAX_HEIGHT MARBLE__MEMTABLE_MAX_HEIGHT
 #define CHUNK_SIZE ((size_t)1 << 20)
 #define OVERSIZE (CHUNK_SIZE / 4)
 
@@ -243,6 +243,13 @@ int marble__memtable_add(marble__memtable *mt, uint64_t seq, marble__memtable_op
                          const void *key, size_t klen, const void *value, size_t vlen,
                          marble_error *err)
 {
+    return marble__memtable_add_hint(mt, NULL, seq, op, key, klen, value, vlen, err);
+}
+
+int marble__memtable_add_hint(marble__memtable *mt, marble__memtable_hint *hint, uint64_t seq,
+                              marble__memtable_op op, const void *key, size_t klen,
+                              const void *value, size_t vlen, marble_error *err)
+{
     if (op != MARBLE__MEMTABLE_PUT && op != MARBLE__MEMTABLE_DELETE)
         return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "memtable: unknown op %d",
                                 (int)op);
@@ -256,15 +263,26 @@ int marble__memtable_add(marble__memtable *mt, uint64_t seq, marble__memtable_op
     marble__memtable_node *succs[MAX_HEIGHT];
     int top = current_height(mt);
     marble__memtable_node *x = mt->head;
+    /* A hint holds the predecessors of the last entry added through it; when this entry comes
+     * after that one, each level's scan may start from the hint's node there, if it is further
+     * along than the node the search brought down from the level above. */
+    int use_hint = hint && hint->last && compare_node(hint->last, key, klen, seq) < 0;
     for (int level = MAX_HEIGHT - 1; level >= 0; level--) {
         if (level >= top) {
             preds[level] = mt->head;
             succs[level] = NULL;
             continue;
         }
+        if (use_hint) {
+            marble__memtable_node *h = hint->preds[level];
+            if (h && h != mt->head &&
+                (x == mt->head || compare_node(x, node_key(h), h->klen, h->seq) < 0))
+                x = h;
+        }
         scan_level(&x, &succs[level], level, key, klen, seq);
         preds[level] = x;
     }
+    if (hint) hint->last = NULL;
     if (succs[0] && compare_node(succs[0], key, klen, seq) == 0) goto exists;
 
     int height = random_height(mt);
@@ -305,6 +323,11 @@ int marble__memtable_add(marble__memtable *mt, uint64_t seq, marble__memtable_op
                                                   memory_order_relaxed)) {
     }
     atomic_fetch_add_explicit(&mt->count, 1, memory_order_relaxed);
+    if (hint) {
+        for (int level = 0; level < MAX_HEIGHT; level++)
+            hint->preds[level] = level < height ? n : preds[level];
+        hint->last = n;
+    }
     return MARBLE_OK;
 
 exists:

@@ -54,6 +54,22 @@ int marble__memtable_add(marble__memtable *mt, uint64_t seq, marble__memtable_op
                          const void *key, size_t klen, const void *value, size_t vlen,
                          marble_error *err);
 
+#define MARBLE__MEMTABLE_MAX_HEIGHT 20
+
+/* A search hint for adding entries in ascending internal-key order (sorted batches, sequential
+ * keys): zero-initialize it, use it with one memtable only, from one thread at a time. An entry
+ * that does not come after the hint's last one is added with a full search (the hint only ever
+ * saves work; any order stays correct). */
+typedef struct marble__memtable_hint {
+    marble__memtable_node *preds[MARBLE__MEMTABLE_MAX_HEIGHT];
+    marble__memtable_node *last;
+} marble__memtable_hint;
+
+/* marble__memtable_add through a hint (NULL: no hint). */
+int marble__memtable_add_hint(marble__memtable *mt, marble__memtable_hint *hint, uint64_t seq,
+                              marble__memtable_op op, const void *key, size_t klen,
+                              const void *value, size_t vlen, marble_error *err);
+
 /* Looks up the newest version of key with sequence <= snapshot_seq. Returns MARBLE_OK with *op,
  * *value and *vlen set (a delete is found too, with op MARBLE__MEMTABLE_DELETE and an empty value,
  * so that a lookup stops there), or MARBLE_ERR_NOT_FOUND. seq, when not NULL, receives the
