@@ -1,5 +1,6 @@
 /* marble-bench: Marble's benchmark driver (`sched`: task schedulers; `vfs`: file I/O; `arrow`:
- * Arrow IPC). */
+ * Arrow IPC; `db`: the database beside RocksDB and LevelDB). */
+#include "bench_db.h"
 #include "bench_sched.h"
 #include "bench_tree.h"
 
@@ -67,6 +68,7 @@ static void usage(FILE *f)
         "  vfs     file I/O through the VFS: sequential raw vs buffered, random 4 KiB reads\n"
         "          (pread, mmap, io_uring, open-read-close, handle pool), codecs, beside\n"
         "          memcpy as the ceiling\n"
+        "  db      db_bench-style workloads on Marble, RocksDB and LevelDB with matched settings\n"
         "\n"
         "options of sched:\n"
         "  --json              one JSON object per line instead of the table\n"
@@ -122,6 +124,42 @@ static void usage(FILE *f)
         "divided by the MB/s of the row named in `vs` (randread: pread, except pool, which is\n"
         "compared with open_read_close; buffered: raw; codecs: memcpy). Targets: randread mmap\n"
         "at least 1.3x pread, pool at least 10x open_read_close.\n"
+        "\n"
+        "options of db:\n"
+        "  --json              one JSON object per line instead of the table, and one per\n"
+        "                      engine with its bytes on disk\n"
+        "  --num N             keys (default 1000000)\n"
+        "  --key-size K        key bytes: the key number in zero-padded decimal (default 16)\n"
+        "  --value-size V      value bytes, about half compressible (default 100)\n"
+        "  --engine LIST       marble, rocksdb, leveldb or all (default all; an engine that is\n"
+        "                      not built in is skipped with a note unless named here)\n"
+        "  --workloads LIST    (default all, in this order):\n"
+        "                        fillseq      N puts in key order into a new database\n"
+        "                        fillrandom   N puts in a random order (each key once) into a\n"
+        "                                     new database, kept for the workloads below\n"
+        "                        overwrite    N puts of uniformly random keys on it\n"
+        "                        readrandom   N gets of random keys (all present), after a\n"
+        "                                     flush and a full compaction\n"
+        "                        readmissing  N gets of absent keys between present ones\n"
+        "                        seekrandom   N/10 seeks to random keys, each reading 100\n"
+        "                                     entries\n"
+        "                        scan         one full scan in key order\n"
+        "                        batchinsert  N rows in random order, 1000 per write batch, into\n"
+        "                                     a new database (marble: an Arrow record batch per\n"
+        "                                     marble_db_put into a key/value binary table)\n"
+        "                        projscan     a table of an int64 key and 19 float64/int64\n"
+        "                                     columns, compacted; marble scans one column, the\n"
+        "                                     peers (rows stored as one value) whole entries\n"
+        "  --dir DIR           where the databases go (default $TMPDIR, else /tmp); a private\n"
+        "                      directory is made there and removed at the end\n"
+        "  --compression C     none or lz4 for every engine (default none; LevelDB has no lz4\n"
+        "                      and is skipped with it)\n"
+        "  --sync S            none (WAL written, not synced; default) or every (each write\n"
+        "                      synced)\n"
+        "  --write-buffer-mb M memtable size (default 64)\n"
+        "  --bloom-bits B      bloom filter bits per key, 0 for none (default 10)\n"
+        "  --cache-mb M        RocksDB's and LevelDB's block cache (default 64; Marble has no\n"
+        "                      block cache yet)\n"
         "\n"
         "Every result is checked; a wrong one is reported and the exit status is 1.\n"
         "Bad arguments exit with status 2.\n",
@@ -736,6 +774,113 @@ static int bench_vfs_area(int argc, char **argv)
     return failed;
 }
 
+/* ---- db ------------------------------------------------------------------------------------- */
+
+static int parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+    char *end;
+    if (*s < '0' || *s > '9') return -1;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return -1;
+    *out = (uint64_t)v;
+    return 0;
+}
+
+static int parse_db_args(int argc, char **argv, bench_db_options *o)
+{
+    bench_db_options_init(o);
+    static const char *const valued[] = {
+        "--num",         "--key-size", "--value-size",      "--engine",     "--workloads", "--dir",
+        "--compression", "--sync",     "--write-buffer-mb", "--bloom-bits", "--cache-mb",  NULL};
+    for (int i = 0; i < argc; i++) {
+        char *arg, *value;
+        int r = next_option("db", argc, argv, &i, valued, &o->json, &arg, &value);
+        if (r == 2) return 2;
+        if (r == 0) continue;
+        uint64_t u;
+        if (!strcmp(arg, "--num")) {
+            if (parse_u64(value, 1, 1000000000, &o->num))
+                return bad_args("db: --num wants a number from 1 to 10^9, not '%s'", value);
+        } else if (!strcmp(arg, "--key-size")) {
+            if (parse_int(value, 1, 1024, &o->key_size))
+                return bad_args("db: --key-size wants 1 to 1024 bytes, not '%s'", value);
+        } else if (!strcmp(arg, "--value-size")) {
+            if (parse_int(value, 0, 1 << 20, &o->value_size))
+                return bad_args("db: --value-size wants 0 to 1048576 bytes, not '%s'", value);
+        } else if (!strcmp(arg, "--dir")) {
+            if (!*value) return bad_args("db: --dir wants a directory%s", "");
+            o->dir = value;
+        } else if (!strcmp(arg, "--compression")) {
+            if (strcmp(value, "none") && strcmp(value, "lz4"))
+                return bad_args("db: --compression wants none or lz4, not '%s'", value);
+            o->settings.compression_lz4 = !strcmp(value, "lz4");
+        } else if (!strcmp(arg, "--sync")) {
+            if (strcmp(value, "none") && strcmp(value, "every"))
+                return bad_args("db: --sync wants none or every, not '%s'", value);
+            o->settings.sync_every = !strcmp(value, "every");
+        } else if (!strcmp(arg, "--write-buffer-mb")) {
+            if (parse_u64(value, 1, 65536, &u))
+                return bad_args("db: --write-buffer-mb wants 1 to 65536, not '%s'", value);
+            o->settings.write_buffer_bytes = (size_t)u << 20;
+        } else if (!strcmp(arg, "--bloom-bits")) {
+            if (parse_int(value, 0, 64, &o->settings.bloom_bits))
+                return bad_args("db: --bloom-bits wants 0 to 64, not '%s'", value);
+        } else if (!strcmp(arg, "--cache-mb")) {
+            if (parse_u64(value, 1, 1048576, &u))
+                return bad_args("db: --cache-mb wants 1 to 1048576, not '%s'", value);
+            o->settings.cache_bytes = (size_t)u << 20;
+        } else {
+            char copy[1024];
+            snprintf(copy, sizeof(copy), "%s", value);
+            char *items[64];
+            int n = split_list(copy, items, 64);
+            if (n < 0) return bad_args("db: bad list '%s'", value);
+            int engines = !strcmp(arg, "--engine");
+            int count = engines ? BDB_ENGINES : BDB_COUNT;
+            const char *const *names = engines ? bench_db_engine_names : bench_db_workload_names;
+            int *on = engines ? o->engine_on : o->workload_on;
+            memset(on, 0, (size_t)count * sizeof(int));
+            for (int k = 0; k < n; k++) {
+                if (!strcmp(items[k], "all")) {
+                    for (int m = 0; m < count; m++)
+                        on[m] = 1;
+                    continue;
+                }
+                int m = 0;
+                while (m < count && strcmp(items[k], names[m]))
+                    m++;
+                if (m == count)
+                    return bad_args(engines ? "db: unknown engine '%s' (marble, rocksdb, "
+                                              "leveldb, all)"
+                                            : "db: unknown workload '%s' (fillseq, fillrandom, "
+                                              "overwrite, readrandom, readmissing, seekrandom, "
+                                              "scan, batchinsert, projscan, all)",
+                                    items[k]);
+                on[m] = 1;
+                if (engines) o->engines_chosen = 1;
+            }
+        }
+    }
+    uint64_t digits = 1;
+    for (uint64_t x = o->num - 1; x >= 10; x /= 10)
+        digits++;
+    if ((uint64_t)o->key_size < digits) {
+        char msg[64];
+        snprintf(msg, sizeof msg, "%d", o->key_size);
+        return bad_args("db: --key-size %s is too short for the key numbers of --num", msg);
+    }
+    return 0;
+}
+
+static int bench_db_area_args(int argc, char **argv)
+{
+    bench_db_options o;
+    int rc = parse_db_args(argc, argv, &o);
+    if (rc) return rc;
+    return bench_db_area(&o);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -749,8 +894,10 @@ int main(int argc, char **argv)
     if (!strcmp(argv[1], "sched")) return bench_sched(argc - 2, argv + 2);
     if (!strcmp(argv[1], "vfs")) return bench_vfs_area(argc - 2, argv + 2);
     if (!strcmp(argv[1], "arrow")) return bench_arrow_area(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "db")) return bench_db_area_args(argc - 2, argv + 2);
     fprintf(stderr,
-            "marble-bench: unknown area '%s' (known: sched, vfs, arrow; see marble-bench --help)\n",
+            "marble-bench: unknown area '%s' (known: sched, vfs, arrow, db; see marble-bench "
+            "--help)\n",
             argv[1]);
     return 2;
 }

@@ -9,6 +9,7 @@ pkgs=(
   libzstd-dev liblz4-dev zlib1g-dev  # compression (src/vfs/compress.c, Arrow IPC bodies)
   liburing-dev    # io_uring async reads (src/vfs/uring_linux.c)
   libtbb-dev      # oneTBB: benchmark peer only (bench/peers/tbb_sched.cpp)
+  librocksdb-dev libleveldb-dev  # benchmark peers only (bench/peers/rocksdb_db.c, leveldb_db.c)
   clang libclang-rt-14-dev  # libFuzzer for scripts/fuzz.sh (tests/fuzz)
 )
 

@@ -776,8 +776,14 @@ static int run_compaction(marble_db *db, marble__compaction *c, marble_error *er
     marble__version_edit edit;
     marble__edit_init(&edit);
     int rc;
-    if (!t) { /* the table was dropped; its files go with the drop's edit */
+    if (!t) { /* the table was dropped (a flush may have added files after the drop): delete */
         rc = MARBLE_OK;
+        for (int w = 0; rc == MARBLE_OK && w < 2; w++)
+            for (size_t i = 0; rc == MARBLE_OK && i < c->n_inputs[w]; i++)
+                if (marble__edit_delete_file(&edit, c->inputs[w][i].level,
+                                             c->inputs[w][i].number) != MARBLE_OK)
+                    rc = marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
+        if (rc == MARBLE_OK) rc = apply_edit(db, &edit, 0, 0, err);
         goto done;
     }
     pthread_mutex_lock(&db->mu);

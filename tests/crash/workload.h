@@ -131,14 +131,18 @@ static inline void wl_apply(wl_model *m, int thread, const wl_op *op)
         m->row[thread][op->row_del[i]] = 0;
 }
 
-/* ---- values ------------------------------------------------------------------------------------ */
+/* ---- values ------------------------------------------------------------------------------------
+ */
 
 static inline int wl_kv_key(char *buf, int thread, int i)
 {
     return snprintf(buf, 32, "kv/%d/%05d", thread, i);
 }
 
-static inline int64_t wl_row_id(int thread, int i) { return (int64_t)thread * 100000 + i; }
+static inline int64_t wl_row_id(int thread, int i)
+{
+    return (int64_t)thread * 100000 + i;
+}
 
 /* "<ver hex>:" then filler derived from (tag, thread, i, ver); returns the length. */
 static inline size_t wl_text(char *buf, int tag, int thread, int i, uint64_t ver, size_t maxlen)
@@ -264,7 +268,8 @@ static inline int wl_exec(marble_db *db, int thread, const wl_op *op, marble_err
     return rc;
 }
 
-/* ---- reading the state back -------------------------------------------------------------------- */
+/* ---- reading the state back --------------------------------------------------------------------
+ */
 
 /* Checks that a KV value is the canonical value of some version of (thread, i); *ver gets it. */
 static inline int wl_kv_value_ok(int thread, int i, const void *v, size_t vl, uint64_t *ver)
@@ -326,14 +331,13 @@ static inline int wl_read(marble_db *db, wl_model *obs, char *why, size_t whylen
             }
             int ok = row.length == 1 && row.n_children == 3 &&
                      marble_arrow_get_int(s.children[0], row.children[0], 0) == kv.i;
-            uint64_t ver = ok ? (uint64_t)marble_arrow_get_int(s.children[1], row.children[1], 0)
-                              : 0;
+            uint64_t ver =
+                ok ? (uint64_t)marble_arrow_get_int(s.children[1], row.children[1], 0) : 0;
             const void *txt = NULL;
             size_t tl = 0;
             char want[WL_TXT_MAXLEN + 40];
             ok = ok && ver != 0 &&
-                 marble_arrow_get_bytes(s.children[2], row.children[2], 0, &txt, &tl) ==
-                     MARBLE_OK;
+                 marble_arrow_get_bytes(s.children[2], row.children[2], 0, &txt, &tl) == MARBLE_OK;
             ok = ok && tl == wl_text(want, 1, t, i, ver, WL_TXT_MAXLEN) && !memcmp(txt, want, tl);
             marble_arrow_array_release(&row);
             marble_arrow_schema_release(&s);

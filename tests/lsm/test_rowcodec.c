@@ -152,7 +152,8 @@ static void verify(const marble__row_codec *c, const struct ArrowArray *batch, c
         const struct ArrowSchema *is = c->schema.children[i];
         ASSERT_EQ_STR(os->children[j]->name, is->name);
         ASSERT_EQ_STR(os->children[j]->format, is->format);
-        if (!c->cols[i].is_key) ASSERT_TRUE(os->children[j]->flags & ARROW_FLAG_NULLABLE);
+        if (!c->cols[i].is_key)
+            ASSERT_TRUE(os->children[j]->flags & ARROW_FLAG_NULLABLE);
         else
             ASSERT_EQ_INT(os->children[j]->flags & ARROW_FLAG_NULLABLE,
                           is->flags & ARROW_FLAG_NULLABLE);
@@ -215,19 +216,62 @@ static void fill_all_types(marble_batch_builder *b, int n)
             char str[32];
             int len = r % 4 == 0 ? 0 : snprintf(str, sizeof str, "v%d-%d\xc3\xa9", r, col);
             switch (col) {
-            case 1: CHECK_OK(marble_builder_append_int(b, col, r & 1, &err)); break;
-            case 2: CHECK_OK(marble_builder_append_int(b, col, r == 1 ? -128 : r == 2 ? 127 : sv, &err)); break;
-            case 3: CHECK_OK(marble_builder_append_int(b, col, r == 1 ? INT16_MIN : sv * 300, &err)); break;
-            case 4: CHECK_OK(marble_builder_append_int(b, col, r == 1 ? INT32_MIN : sv * 70000, &err)); break;
-            case 5: CHECK_OK(marble_builder_append_int(b, col, r == 1 ? INT64_MIN : r == 2 ? INT64_MAX : sv * ((int64_t)1 << 40), &err)); break;
-            case 6: CHECK_OK(marble_builder_append_uint(b, col, r == 2 ? 255 : (uint64_t)r, &err)); break;
-            case 7: CHECK_OK(marble_builder_append_uint(b, col, r == 2 ? 65535 : (uint64_t)r * 3, &err)); break;
-            case 8: CHECK_OK(marble_builder_append_uint(b, col, r == 2 ? UINT32_MAX : (uint64_t)r * 99999, &err)); break;
-            case 9: CHECK_OK(marble_builder_append_uint(b, col, r == 2 ? UINT64_MAX : (uint64_t)r << 50, &err)); break;
-            case 10: CHECK_OK(marble_builder_append_double(b, col, r == 3 ? -0.0 : r == 6 ? NAN : r * 0.5, &err)); break;
-            case 11: CHECK_OK(marble_builder_append_double(b, col, r == 3 ? -0.0 : r == 7 ? INFINITY : sv / 3.0, &err)); break;
+            case 1:
+                CHECK_OK(marble_builder_append_int(b, col, r & 1, &err));
+                break;
+            case 2:
+                CHECK_OK(marble_builder_append_int(b, col,
+                                                   r == 1   ? -128
+                                                   : r == 2 ? 127
+                                                            : sv,
+                                                   &err));
+                break;
+            case 3:
+                CHECK_OK(marble_builder_append_int(b, col, r == 1 ? INT16_MIN : sv * 300, &err));
+                break;
+            case 4:
+                CHECK_OK(marble_builder_append_int(b, col, r == 1 ? INT32_MIN : sv * 70000, &err));
+                break;
+            case 5:
+                CHECK_OK(marble_builder_append_int(b, col,
+                                                   r == 1   ? INT64_MIN
+                                                   : r == 2 ? INT64_MAX
+                                                            : sv * ((int64_t)1 << 40),
+                                                   &err));
+                break;
+            case 6:
+                CHECK_OK(marble_builder_append_uint(b, col, r == 2 ? 255 : (uint64_t)r, &err));
+                break;
+            case 7:
+                CHECK_OK(
+                    marble_builder_append_uint(b, col, r == 2 ? 65535 : (uint64_t)r * 3, &err));
+                break;
+            case 8:
+                CHECK_OK(marble_builder_append_uint(
+                    b, col, r == 2 ? UINT32_MAX : (uint64_t)r * 99999, &err));
+                break;
+            case 9:
+                CHECK_OK(marble_builder_append_uint(b, col, r == 2 ? UINT64_MAX : (uint64_t)r << 50,
+                                                    &err));
+                break;
+            case 10:
+                CHECK_OK(marble_builder_append_double(b, col,
+                                                      r == 3   ? -0.0
+                                                      : r == 6 ? NAN
+                                                               : r * 0.5,
+                                                      &err));
+                break;
+            case 11:
+                CHECK_OK(marble_builder_append_double(b, col,
+                                                      r == 3   ? -0.0
+                                                      : r == 7 ? INFINITY
+                                                               : sv / 3.0,
+                                                      &err));
+                break;
             case 12:
-            case 13: CHECK_OK(marble_builder_append_bytes(b, col, str, (size_t)len, &err)); break;
+            case 13:
+                CHECK_OK(marble_builder_append_bytes(b, col, str, (size_t)len, &err));
+                break;
             case 14:
             case 15: {
                 uint8_t bin[4] = {0, 0xFF, (uint8_t)r, 0};
@@ -239,9 +283,13 @@ static void fill_all_types(marble_batch_builder *b, int n)
                 CHECK_OK(marble_builder_append_bytes(b, col, fx, 3, &err));
                 break;
             }
-            case 17: CHECK_OK(marble_builder_append_int(b, col, sv * 1000, &err)); break;
+            case 17:
+                CHECK_OK(marble_builder_append_int(b, col, sv * 1000, &err));
+                break;
             case 18:
-            case 19: CHECK_OK(marble_builder_append_int(b, col, sv * 1000000007LL, &err)); break;
+            case 19:
+                CHECK_OK(marble_builder_append_int(b, col, sv * 1000000007LL, &err));
+                break;
             }
         }
     }
@@ -475,7 +523,8 @@ TEST(rowcodec_key_only_table)
     table_close(&t);
 }
 
-/* ---- add_arrow --------------------------------------------------------------------------------- */
+/* ---- add_arrow ---------------------------------------------------------------------------------
+ */
 
 static void expect_same_batches(const struct ArrowSchema *s, const struct ArrowArray *x,
                                 const struct ArrowArray *y)
@@ -503,8 +552,8 @@ static void add_arrow_vs_add(const marble__row_codec *c, const struct ArrowArray
     marble__assembler *a;
     CHECK_OK(marble__assembler_create(c, proj, nproj, meta, &a, &err));
     for (int64_t r = 0; r < batch->length; r++)
-        CHECK_OK(marble__assembler_add_arrow(a, batch, r, 100 + (uint64_t)r, ops ? ops[r] : 1,
-                                             &err));
+        CHECK_OK(
+            marble__assembler_add_arrow(a, batch, r, 100 + (uint64_t)r, ops ? ops[r] : 1, &err));
     CHECK_OK(marble__assembler_finish(a, &via_arrow, &err));
     marble__assembler_destroy(a);
     expect_same_batches(&os, &via_rows, &via_arrow);
@@ -557,10 +606,10 @@ TEST(rowcodec_add_arrow_from_sstable_layout)
         key.len = 0;
         CHECK_OK(marble__key_encode_values(&t.codec.keys, &kv, 1, &key, &err));
         uint8_t val[8] = {1, 3, 'a', 'b', 'c'};
-        CHECK_OK(r % 3 ? marble__assembler_add(w, key.data, key.len, 50 + (uint64_t)r, 1, val, 5,
-                                               &err)
-                       : marble__assembler_add(w, key.data, key.len, 50 + (uint64_t)r, 0, NULL, 0,
-                                               &err));
+        CHECK_OK(
+            r % 3
+                ? marble__assembler_add(w, key.data, key.len, 50 + (uint64_t)r, 1, val, 5, &err)
+                : marble__assembler_add(w, key.data, key.len, 50 + (uint64_t)r, 0, NULL, 0, &err));
     }
     struct ArrowArray sst;
     struct ArrowSchema ss;
@@ -611,10 +660,10 @@ TEST(rowcodec_add_arrow_from_sstable_layout)
 
 /* ---- random property test -------------------------------------------------------------------- */
 
-static const char *const RANDOM_TYPES[] = {"bool",    "int8",    "int16",   "int32",  "int64",
-                                           "uint8",   "uint16",  "uint32",  "uint64", "float32",
-                                           "float64", "utf8",    "large_utf8", "binary",
-                                           "large_binary", "w:1", "w:5", "tdD", "tss:", "tsn:UTC"};
+static const char *const RANDOM_TYPES[] = {
+    "bool",         "int8",   "int16",   "int32",   "int64", "uint8",      "uint16",
+    "uint32",       "uint64", "float32", "float64", "utf8",  "large_utf8", "binary",
+    "large_binary", "w:1",    "w:5",     "tdD",     "tss:",  "tsn:UTC"};
 #define N_RANDOM_TYPES ((int)(sizeof RANDOM_TYPES / sizeof RANDOM_TYPES[0]))
 
 static void append_random(marble_batch_builder *b, int col, const marble_arrow_type *t, int key,
@@ -628,17 +677,35 @@ static void append_random(marble_batch_builder *b, int col, const marble_arrow_t
     uint8_t bytes[40];
     size_t n = (size_t)rnd_range(0, 39);
     switch (t->id) {
-    case MARBLE_ARROW_BOOL: CHECK_OK(marble_builder_append_int(b, col, (int64_t)(rnd() & 1), &err)); break;
-    case MARBLE_ARROW_INT8: CHECK_OK(marble_builder_append_int(b, col, rnd_range(-128, 127), &err)); break;
-    case MARBLE_ARROW_INT16: CHECK_OK(marble_builder_append_int(b, col, rnd_range(INT16_MIN, INT16_MAX), &err)); break;
+    case MARBLE_ARROW_BOOL:
+        CHECK_OK(marble_builder_append_int(b, col, (int64_t)(rnd() & 1), &err));
+        break;
+    case MARBLE_ARROW_INT8:
+        CHECK_OK(marble_builder_append_int(b, col, rnd_range(-128, 127), &err));
+        break;
+    case MARBLE_ARROW_INT16:
+        CHECK_OK(marble_builder_append_int(b, col, rnd_range(INT16_MIN, INT16_MAX), &err));
+        break;
     case MARBLE_ARROW_INT32:
-    case MARBLE_ARROW_DATE32: CHECK_OK(marble_builder_append_int(b, col, rnd_range(INT32_MIN, INT32_MAX), &err)); break;
+    case MARBLE_ARROW_DATE32:
+        CHECK_OK(marble_builder_append_int(b, col, rnd_range(INT32_MIN, INT32_MAX), &err));
+        break;
     case MARBLE_ARROW_INT64:
-    case MARBLE_ARROW_TIMESTAMP: CHECK_OK(marble_builder_append_int(b, col, (int64_t)rnd(), &err)); break;
-    case MARBLE_ARROW_UINT8: CHECK_OK(marble_builder_append_uint(b, col, rnd() & 0xFF, &err)); break;
-    case MARBLE_ARROW_UINT16: CHECK_OK(marble_builder_append_uint(b, col, rnd() & 0xFFFF, &err)); break;
-    case MARBLE_ARROW_UINT32: CHECK_OK(marble_builder_append_uint(b, col, rnd() & 0xFFFFFFFF, &err)); break;
-    case MARBLE_ARROW_UINT64: CHECK_OK(marble_builder_append_uint(b, col, rnd(), &err)); break;
+    case MARBLE_ARROW_TIMESTAMP:
+        CHECK_OK(marble_builder_append_int(b, col, (int64_t)rnd(), &err));
+        break;
+    case MARBLE_ARROW_UINT8:
+        CHECK_OK(marble_builder_append_uint(b, col, rnd() & 0xFF, &err));
+        break;
+    case MARBLE_ARROW_UINT16:
+        CHECK_OK(marble_builder_append_uint(b, col, rnd() & 0xFFFF, &err));
+        break;
+    case MARBLE_ARROW_UINT32:
+        CHECK_OK(marble_builder_append_uint(b, col, rnd() & 0xFFFFFFFF, &err));
+        break;
+    case MARBLE_ARROW_UINT64:
+        CHECK_OK(marble_builder_append_uint(b, col, rnd(), &err));
+        break;
     case MARBLE_ARROW_FLOAT32:
     case MARBLE_ARROW_FLOAT64: {
         double d = (double)(float)((double)(int64_t)rnd() / 1e9);
@@ -773,8 +840,8 @@ TEST(rowcodec_truncated_values_rejected)
     CHECK_OK(marble__assembler_schema(a, &os, &err));
     for (int64_t r = 0; r < batch.length; r++)
         for (int i = 0; i < t.codec.ncols; i++)
-            expect_cell(t.schema.children[i], batch.children[i], r, os.children[i],
-                        out.children[i], r, 0, "after errors", r);
+            expect_cell(t.schema.children[i], batch.children[i], r, os.children[i], out.children[i],
+                        r, 0, "after errors", r);
     CHECK_OK(marble_arrow_array_validate(&os, &out, MARBLE_VALIDATE_UTF8, &err));
     out.release(&out);
     os.release(&os);
@@ -948,9 +1015,9 @@ TEST(rowcodec_no_validity_without_nulls)
         marble__key_value kv = {.kind = MARBLE__KV_INT, .i = r};
         key.len = 0;
         CHECK_OK(marble__key_encode_values(&t.codec.keys, &kv, 1, &key, &err));
-        CHECK_OK(marble__assembler_add(a, key.data, key.len, 1, 1,
-                                       r == 17 ? "\x01\x09\x00\x00\x00" : "\x03\x09\x00\x00\x00\x00",
-                                       r == 17 ? 5 : 6, &err));
+        CHECK_OK(marble__assembler_add(
+            a, key.data, key.len, 1, 1,
+            r == 17 ? "\x01\x09\x00\x00\x00" : "\x03\x09\x00\x00\x00\x00", r == 17 ? 5 : 6, &err));
     }
     struct ArrowArray out;
     struct ArrowSchema os;
@@ -979,7 +1046,9 @@ TEST(rowcodec_many_columns)
     size_t tl = 0;
     for (int i = 0; i < 300; i++)
         tl += (size_t)snprintf(text + tl, sizeof text - tl, "%sc%d:%s", i ? "," : "", i,
-                               i % 3 == 0 ? "int16" : i % 3 == 1 ? "utf8" : "bool");
+                               i % 3 == 0   ? "int16"
+                               : i % 3 == 1 ? "utf8"
+                                            : "bool");
     table t;
     int keys[] = {7, 0};
     table_open(&t, text, keys, 2);
