@@ -1102,10 +1102,10 @@ static int insert_payload(marble__memref *m, const marble__bytes *payload, uint3
 }
 
 /* Logs and applies a payload of `count` rows (payload's first 4 bytes hold count). */
-static int commit_payload(marble_db *db, marble__bytes *payload, uint32_t count,
-                          const marble_write_options *wo, marble_error *err)
+/* Logs and applies a payload of `count` rows; wmu held. */
+static int commit_locked(marble_db *db, marble__bytes *payload, uint32_t count, int sync,
+                         marble_error *err)
 {
-    if (count == 0) return MARBLE_OK;
     marble__prefix_put(payload->data, count);
     if (db->write_error)
         return marble_error_set(err, db->write_error,
@@ -1115,7 +1115,7 @@ static int commit_payload(marble_db *db, marble__bytes *payload, uint32_t count,
     if (rc != MARBLE_OK) return rc;
     uint64_t seq = db->next_seq;
     rc = marble__wal_append(db->wal, seq, payload->data, payload->len, err);
-    if (rc == MARBLE_OK && wo && wo->sync == 1 && db->opts.sync == MARBLE_SYNC_NONE)
+    if (rc == MARBLE_OK && sync && db->opts.sync == MARBLE_SYNC_NONE)
         rc = marble__wal_sync(db->wal, err);
     if (rc != MARBLE_OK) {
         db->write_error = rc;
@@ -1134,6 +1134,106 @@ static int commit_payload(marble_db *db, marble__bytes *payload, uint32_t count,
     atomic_fetch_add_explicit(&db->st_rows_written, count, memory_order_relaxed);
     atomic_fetch_add_explicit(&db->st_user_bytes, payload->len, memory_order_relaxed);
     return MARBLE_OK;
+}
+
+/* A writer waiting in the commit queue (on its caller's stack). */
+typedef struct marble__writer {
+    marble__bytes *payload;
+    uint32_t count;
+    int sync;
+    int done;
+    int rc;
+    marble_error err;
+    pthread_cond_t cv;
+    struct marble__writer *next;
+} marble__writer;
+
+#define GROUP_MAX_BYTES ((size_t)1 << 20)
+
+/* Commits a payload (its first 4 bytes are reserved for the row count). Writers queue; the one
+ * at the front commits its own payload together with those queued behind it (up to 1 MiB) as
+ * one WAL record with one sync (group commit), then wakes them with the shared result. Each
+ * write batch stays within one record, so it is all-or-nothing. Called without wmu. */
+static int commit_payload(marble_db *db, marble__bytes *payload, uint32_t count,
+                          const marble_write_options *wo, marble_error *err)
+{
+    if (count == 0) return MARBLE_OK;
+    marble__writer w;
+    memset(&w, 0, sizeof w);
+    w.payload = payload;
+    w.count = count;
+    w.sync = wo && wo->sync == 1;
+    pthread_cond_init(&w.cv, NULL);
+    pthread_mutex_lock(&db->wq_mu);
+    if (db->wq_tail)
+        db->wq_tail->next = &w;
+    else
+        db->wq_head = &w;
+    db->wq_tail = &w;
+    while (!w.done && db->wq_head != &w)
+        pthread_cond_wait(&w.cv, &db->wq_mu);
+    if (w.done) {
+        pthread_mutex_unlock(&db->wq_mu);
+        pthread_cond_destroy(&w.cv);
+        if (w.rc != MARBLE_OK && err) *err = w.err;
+        return w.rc;
+    }
+    /* the leader: take the writers queued behind it */
+    marble__writer *last = &w;
+    size_t bytes = payload->len;
+    uint64_t rows = count;
+    int sync = w.sync;
+    while (last->next && bytes + last->next->payload->len <= GROUP_MAX_BYTES &&
+           rows + last->next->count <= UINT32_MAX) {
+        last = last->next;
+        bytes += last->payload->len;
+        rows += last->count;
+        sync |= last->sync;
+    }
+    pthread_mutex_unlock(&db->wq_mu);
+
+    marble_error e = {0};
+    int rc = MARBLE_OK;
+    pthread_mutex_lock(&db->wmu);
+    marble__bytes *p = payload;
+    if (last != &w) {
+        db->gpayload.len = 0;
+        rc = marble__bytes_reserve(&db->gpayload, bytes, &e);
+        if (rc == MARBLE_OK) {
+            memset(db->gpayload.data, 0, 4);
+            db->gpayload.len = 4;
+            for (marble__writer *x = &w;; x = x->next) {
+                memcpy(db->gpayload.data + db->gpayload.len, x->payload->data + 4,
+                       x->payload->len - 4);
+                db->gpayload.len += x->payload->len - 4;
+                if (x == last) break;
+            }
+            p = &db->gpayload;
+        }
+    }
+    if (rc == MARBLE_OK) rc = commit_locked(db, p, (uint32_t)rows, sync, &e);
+    if (db->gpayload.cap > 4 * GROUP_MAX_BYTES) marble__bytes_free(&db->gpayload);
+    pthread_mutex_unlock(&db->wmu);
+
+    pthread_mutex_lock(&db->wq_mu);
+    for (marble__writer *x = &w;;) {
+        marble__writer *next = x->next;
+        x->rc = rc;
+        if (rc != MARBLE_OK) x->err = e;
+        x->done = 1;
+        if (x != &w) pthread_cond_signal(&x->cv);
+        if (x == last) break;
+        x = next;
+    }
+    db->wq_head = last->next;
+    if (!db->wq_head)
+        db->wq_tail = NULL;
+    else
+        pthread_cond_signal(&db->wq_head->cv);
+    pthread_mutex_unlock(&db->wq_mu);
+    pthread_cond_destroy(&w.cv);
+    if (rc != MARBLE_OK && err) *err = e;
+    return rc;
 }
 
 /* Maps the table's columns to the batch's children by name, checking types. map[i] is the
@@ -1247,6 +1347,17 @@ static int check_db(marble_db *db, marble_error *err)
     return MARBLE_OK;
 }
 
+/* Per-thread encoding buffers of the write calls: they stay reachable while a leader commits
+ * them (their writer waits in the queue), and are trimmed after big writes. */
+static _Thread_local marble__bytes tl_payload, tl_key, tl_val;
+
+static void scratch_trim(void)
+{
+    if (tl_payload.cap > ((size_t)4 << 20)) marble__bytes_free(&tl_payload);
+    if (tl_key.cap > ((size_t)1 << 20)) marble__bytes_free(&tl_key);
+    if (tl_val.cap > ((size_t)4 << 20)) marble__bytes_free(&tl_val);
+}
+
 static int write_rows(marble_db *db, const char *table, const struct ArrowSchema *schema,
                       const struct ArrowArray *batch, int op, const marble_write_options *wo,
                       marble_error *err)
@@ -1255,13 +1366,12 @@ static int write_rows(marble_db *db, const char *table, const struct ArrowSchema
     if (!table) return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "table name is NULL");
     marble__table *t = marble__db_find_table(db, table);
     if (!t) return marble__db_table_error(table, err);
-    pthread_mutex_lock(&db->wmu);
     uint32_t count = 0;
-    int rc = payload_start(&db->wpayload, err);
+    int rc = payload_start(&tl_payload, err);
     if (rc == MARBLE_OK)
-        rc = encode_batch(t, schema, batch, op, &db->wpayload, &db->wkey, &db->wval, &count, err);
-    if (rc == MARBLE_OK) rc = commit_payload(db, &db->wpayload, count, wo, err);
-    pthread_mutex_unlock(&db->wmu);
+        rc = encode_batch(t, schema, batch, op, &tl_payload, &tl_key, &tl_val, &count, err);
+    if (rc == MARBLE_OK) rc = commit_payload(db, &tl_payload, count, wo, err);
+    scratch_trim();
     marble__table_unref(t);
     return rc;
 }
@@ -1286,13 +1396,12 @@ int marble_db_delete_key(marble_db *db, const char *table, marble_key key,
     if (!table) return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "table name is NULL");
     marble__table *t = marble__db_find_table(db, table);
     if (!t) return marble__db_table_error(table, err);
-    pthread_mutex_lock(&db->wmu);
-    db->wkey.len = 0;
-    int rc = marble__db_encode_key(t, key, 1, &db->wkey, err);
-    if (rc == MARBLE_OK) rc = payload_start(&db->wpayload, err);
-    if (rc == MARBLE_OK) rc = payload_add(&db->wpayload, 0, db->wkey.data, db->wkey.len, NULL, 0, err);
-    if (rc == MARBLE_OK) rc = commit_payload(db, &db->wpayload, 1, wo, err);
-    pthread_mutex_unlock(&db->wmu);
+    tl_key.len = 0;
+    int rc = marble__db_encode_key(t, key, 1, &tl_key, err);
+    if (rc == MARBLE_OK) rc = payload_start(&tl_payload, err);
+    if (rc == MARBLE_OK) rc = payload_add(&tl_payload, 0, tl_key.data, tl_key.len, NULL, 0, err);
+    if (rc == MARBLE_OK) rc = commit_payload(db, &tl_payload, 1, wo, err);
+    scratch_trim();
     marble__table_unref(t);
     return rc;
 }
@@ -1331,14 +1440,12 @@ static int kv_write(marble_db *db, const void *key, size_t klen, const void *val
                     int op, const marble_write_options *wo, marble_error *err)
 {
     MARBLE_RETURN_NOT_OK(check_db(db, err));
-    pthread_mutex_lock(&db->wmu);
-    int rc = kv_encode(key, klen, value, vlen, op, &db->wkey, &db->wval, err);
-    if (rc == MARBLE_OK) rc = payload_start(&db->wpayload, err);
+    int rc = kv_encode(key, klen, value, vlen, op, &tl_key, &tl_val, err);
+    if (rc == MARBLE_OK) rc = payload_start(&tl_payload, err);
     if (rc == MARBLE_OK)
-        rc = payload_add(&db->wpayload, op, db->wkey.data, db->wkey.len, db->wval.data,
-                         db->wval.len, err);
-    if (rc == MARBLE_OK) rc = commit_payload(db, &db->wpayload, 1, wo, err);
-    pthread_mutex_unlock(&db->wmu);
+        rc = payload_add(&tl_payload, op, tl_key.data, tl_key.len, tl_val.data, tl_val.len, err);
+    if (rc == MARBLE_OK) rc = commit_payload(db, &tl_payload, 1, wo, err);
+    scratch_trim();
     return rc;
 }
 
@@ -1495,9 +1602,7 @@ int marble_db_write(marble_db *db, marble_write_batch *wb, const marble_write_op
         return marble_error_set(err, MARBLE_ERR_NOT_FOUND,
                                 "write batch: a table it writes was dropped after the rows were "
                                 "added");
-    pthread_mutex_lock(&db->wmu);
     int rc = commit_payload(db, &wb->payload, wb->count, wo, err);
-    pthread_mutex_unlock(&db->wmu);
     return rc;
 }
 
@@ -1884,9 +1989,8 @@ static void db_free(marble_db *db)
     marble__memref_unref(db->mem);
     tc_clear(db);
     free(db->busy_files);
-    marble__bytes_free(&db->wkey);
-    marble__bytes_free(&db->wval);
-    marble__bytes_free(&db->wpayload);
+    marble__bytes_free(&db->gpayload);
+    pthread_mutex_destroy(&db->wq_mu);
     pthread_mutex_destroy(&db->wmu);
     pthread_mutex_destroy(&db->mu);
     pthread_mutex_destroy(&db->tc_mu);
@@ -1933,6 +2037,7 @@ int marble_db_open(const char *uri, const marble_db_options *opts, marble_db **o
     marble_db *db = calloc(1, sizeof *db);
     if (!db) return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
     pthread_mutex_init(&db->wmu, NULL);
+    pthread_mutex_init(&db->wq_mu, NULL);
     pthread_mutex_init(&db->mu, NULL);
     pthread_mutex_init(&db->tc_mu, NULL);
     pthread_cond_init(&db->cv, NULL);

@@ -3,7 +3,8 @@
  * references and the read-side helpers that db.c (writes, flushes, compactions, recovery) and
  * db_read.c (gets, scans, the key-value iterator) share.
  *
- * Lock order: wmu (the writer lock: sequence numbers, WAL appends, memtable inserts) before mu
+ * Lock order: wq_mu (the commit queue) alone; wmu (the commit lock, held by the group leader:
+ * sequence numbers, WAL appends, memtable inserts) before mu
  * (everything else: memtables list, tables, snapshots, background state). The manifest and the
  * table cache have their own locks, taken last.
  *
@@ -127,8 +128,11 @@ struct marble_db {
     struct marble__tc_entry *tc;
     size_t tc_cap, tc_n;
 
-    /* write scratch (under wmu) */
-    marble__bytes wkey, wval, wpayload;
+    /* the commit queue (see commit_payload in db.c): writers wait under wq_mu; the leader
+     * commits a group under wmu. wq_mu is never held while taking wmu or mu. */
+    pthread_mutex_t wq_mu;
+    struct marble__writer *wq_head, *wq_tail;
+    marble__bytes gpayload; /* a group's combined record, under wmu */
 
     /* stats */
     atomic_uint_fast64_t st_stalls, st_stall_ns, st_slowdowns, st_flushes, st_compactions;
