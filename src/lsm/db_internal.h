@@ -161,6 +161,12 @@ void marble__db_readview_release(marble__readview *rv);
 int marble__db_table_iter(marble_db *db, const marble__table *t, const marble__readview *rv,
                           marble__iter **out, marble_error *err);
 
+/* The user's view of table t in rv (newest visible version per key, no deletes): a plain run
+ * iterator when the table is one clean sorted run (see clean_run in db_read.c), else the
+ * version-collapsing view over the merge of everything. */
+int marble__db_visible_iter(marble_db *db, const marble__table *t, const marble__readview *rv,
+                            marble__iter **out, marble_error *err);
+
 /* 1 (default): scans over one clean sorted run hand out zero-copy slices; tests set 0 to compare
  * with the merging path. */
 extern int marble__scan_fast_path;

@@ -568,16 +568,21 @@ static int past_upper(const scan_state *s, const uint8_t *k, size_t klen)
     return s->upper_gt ? c > 0 : c >= 0;
 }
 
-/* Sets up the fast path when it applies (s->fast = 1) and positions it at `lower`. */
-static int fast_open(marble_db *db, scan_state *s, const marble__bytes *lower, int seek_lower,
-                     marble_error *err)
+/* When table t's rows in rv all live in one sorted run of clean SSTables (one level >= 1, no
+ * memtable entries, every file without deletes or second versions and no newer than rv's
+ * snapshot), the visible rows are exactly the files' rows: *clean = 1 and *run holds the files
+ * in key order (referenced; the caller unrefs them and frees the array, also when *clean = 0). */
+static int clean_run(marble_db *db, const marble__table *t, const marble__readview *rv,
+                     marble__sst ***run, size_t *n_run, int *clean, marble_error *err)
 {
-    const marble__table *t = s->t;
+    *clean = 0;
+    *run = NULL;
+    *n_run = 0;
     uint8_t pre[MARBLE__PREFIX_LEN];
     marble__prefix_put(pre, t->id);
-    for (size_t i = 0; i < s->rv.n_mems; i++) {
+    for (size_t i = 0; i < rv->n_mems; i++) {
         marble__memtable_iter mi;
-        marble__memtable_iter_init(&mi, s->rv.mems[i]->mt);
+        marble__memtable_iter_init(&mi, rv->mems[i]->mt);
         marble__memtable_iter_seek(&mi, pre, sizeof pre);
         if (marble__memtable_iter_valid(&mi)) {
             size_t kl;
@@ -585,7 +590,7 @@ static int fast_open(marble_db *db, scan_state *s, const marble__bytes *lower, i
             if (kl >= sizeof pre && memcmp(k, pre, sizeof pre) == 0) return MARBLE_OK;
         }
     }
-    const marble__version *v = s->rv.version;
+    const marble__version *v = rv->version;
     int level = -1;
     for (int l = 0; l < MARBLE__NUM_LEVELS; l++)
         for (size_t i = 0; i < marble__version_num_files(v, l); i++)
@@ -595,16 +600,46 @@ static int fast_open(marble_db *db, scan_state *s, const marble__bytes *lower, i
             }
     if (level < 0) return MARBLE_OK;
     size_t n = marble__version_num_files(v, level);
-    s->run = calloc(n, sizeof *s->run);
-    if (!s->run) return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
+    *run = calloc(n, sizeof **run);
+    if (!*run) return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
     for (size_t i = 0; i < n; i++) {
         const marble__file_meta *f = marble__version_file(v, level, i);
         if (!file_of_table(f, t->id)) continue;
         marble__sst *sst;
         MARBLE_RETURN_NOT_OK(marble__db_open_sst(db, f->number, t, &sst, err));
-        s->run[s->n_run++] = sst;
-        if (!marble__sst_is_clean(sst) || marble__sst_max_seq(sst) > s->rv.seq) return MARBLE_OK;
+        (*run)[(*n_run)++] = sst;
+        if (!marble__sst_is_clean(sst) || marble__sst_max_seq(sst) > rv->seq) return MARBLE_OK;
     }
+    *clean = 1;
+    return MARBLE_OK;
+}
+
+int marble__db_visible_iter(marble_db *db, const marble__table *t, const marble__readview *rv,
+                            marble__iter **out, marble_error *err)
+{
+    marble__sst **run;
+    size_t n;
+    int clean;
+    int rc = marble__scan_fast_path ? clean_run(db, t, rv, &run, &n, &clean, err)
+                                    : (run = NULL, n = 0, clean = 0, MARBLE_OK);
+    if (rc == MARBLE_OK && clean) rc = marble__iter_run(run, n, out, err);
+    for (size_t i = 0; i < n; i++)
+        marble__sst_unref(run[i]);
+    free(run);
+    if (rc != MARBLE_OK || clean) return rc;
+    marble__iter *internal = NULL;
+    rc = marble__db_table_iter(db, t, rv, &internal, err);
+    if (rc == MARBLE_OK) rc = marble__iter_visible(internal, rv->seq, out, err);
+    return rc;
+}
+
+/* Sets up the fast path when it applies (s->fast = 1) and positions it at `lower`. */
+static int fast_open(marble_db *db, scan_state *s, const marble__bytes *lower, int seek_lower,
+                     marble_error *err)
+{
+    int clean = 0;
+    MARBLE_RETURN_NOT_OK(clean_run(db, s->t, &s->rv, &s->run, &s->n_run, &clean, err));
+    if (!clean) return MARBLE_OK;
     s->fast = 1;
     s->file = 0;
     s->batch = 0;
@@ -850,11 +885,7 @@ static int scan_open(marble_db *db, marble__table *t, const marble_key_range *ra
             s->proj[j] = nproj < 0 ? j : proj[j];
         if (!s->done && marble__scan_fast_path) rc = fast_open(db, s, &lower, seek_lower, err);
     }
-    if (rc == MARBLE_OK && !s->fast) {
-        marble__iter *internal = NULL;
-        rc = marble__db_table_iter(db, t, &s->rv, &internal, err);
-        if (rc == MARBLE_OK) rc = marble__iter_visible(internal, s->rv.seq, &s->it, err);
-    }
+    if (rc == MARBLE_OK && !s->fast) rc = marble__db_visible_iter(db, t, &s->rv, &s->it, err);
     if (rc == MARBLE_OK && !s->fast) {
         if (seek_lower)
             marble__iter_seek(s->it, lower.data, lower.len);
@@ -927,9 +958,7 @@ int marble_kv_iter_create(marble_db *db, const marble_read_options *ro, marble_k
     it->db = db;
     it->t = marble__db_find_table_id(db, MARBLE__KV_TABLE_ID);
     marble__db_readview_acquire(db, ro ? ro->snapshot : NULL, &it->rv);
-    marble__iter *internal = NULL;
-    int rc = marble__db_table_iter(db, it->t, &it->rv, &internal, err);
-    if (rc == MARBLE_OK) rc = marble__iter_visible(internal, it->rv.seq, &it->it, err);
+    int rc = marble__db_visible_iter(db, it->t, &it->rv, &it->it, err);
     if (rc != MARBLE_OK) {
         marble__db_readview_release(&it->rv);
         marble__table_unref(it->t);

@@ -1388,6 +1388,7 @@ struct marble__sst_iter {
     marble_error err;
     marble__bytes key, value;
     int have_value;
+    int have_key;
 };
 
 int marble__sst_iter_create(marble__sst *s, marble__sst_iter **out, marble_error *err)
@@ -1438,12 +1439,7 @@ static void iter_at(marble__sst_iter *it, int64_t row)
 {
     it->row = row;
     it->have_value = 0;
-    it->key.len = 0;
-    int rc = marble__key_encode_row(&it->s->kenc, &it->e->array, row, &it->key, &it->err);
-    if (rc != MARBLE_OK) {
-        iter_fail(it, rc == MARBLE_ERR_NO_MEMORY ? rc : MARBLE_ERR_CORRUPTION);
-        return;
-    }
+    it->have_key = 0; /* encoded when asked for: a scan reading columns never needs it */
     it->valid = 1;
 }
 
@@ -1524,6 +1520,16 @@ void marble__sst_iter_prev(marble__sst_iter *it)
 
 const void *marble__sst_iter_key(marble__sst_iter *it, size_t *klen)
 {
+    if (it->valid && !it->have_key) {
+        it->key.len = 0;
+        int rc = marble__key_encode_row(&it->s->kenc, &it->e->array, it->row, &it->key, &it->err);
+        if (rc != MARBLE_OK) { /* a batch that passed validation always encodes; be safe */
+            iter_fail(it, rc == MARBLE_ERR_NO_MEMORY ? rc : MARBLE_ERR_CORRUPTION);
+            *klen = 0;
+            return "";
+        }
+        it->have_key = 1;
+    }
     *klen = it->key.len;
     return it->key.data;
 }

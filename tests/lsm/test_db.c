@@ -309,35 +309,38 @@ TEST(db_kv_api)
     ASSERT_EQ_INT(glen, 0);
     marble_free(got);
 
-    marble_kv_iter *it;
-    CHECK_OK(marble_kv_iter_create(db, NULL, &it, &err));
-    marble_kv_iter_seek_to_first(it);
-    ASSERT_TRUE(marble_kv_iter_valid(it));
-    size_t kl;
-    marble_kv_iter_key(it, &kl);
-    ASSERT_EQ_INT(kl, 0); /* the empty key first */
-    marble_kv_iter_next(it);
-    const char *kp = marble_kv_iter_key(it, &kl);
-    ASSERT_EQ_INT(kl, 3);
-    ASSERT_TRUE(memcmp(kp, "a\0b", 3) == 0);
-    int n = 0;
-    for (marble_kv_iter_seek(it, "key", 3); marble_kv_iter_valid(it); marble_kv_iter_next(it)) n++;
-    ASSERT_EQ_INT(n, 4999);
-    marble_kv_iter_seek(it, "key000100", 9);
-    marble_kv_iter_prev(it);
-    kp = marble_kv_iter_key(it, &kl);
-    ASSERT_TRUE(kl == 9 && memcmp(kp, "key000099", 9) == 0);
-    marble_kv_iter_seek_for_prev(it, "key0001000", 10);
-    kp = marble_kv_iter_key(it, &kl);
-    ASSERT_TRUE(kl == 9 && memcmp(kp, "key000100", 9) == 0);
-    marble_kv_iter_seek_to_last(it);
-    kp = marble_kv_iter_key(it, &kl);
-    ASSERT_TRUE(kl == 9 && memcmp(kp, "key004999", 9) == 0);
-    n = 0;
-    for (; marble_kv_iter_valid(it); marble_kv_iter_prev(it)) n++;
-    ASSERT_EQ_INT(n, 5001);
-    CHECK_OK(marble_kv_iter_status(it, &err));
-    marble_kv_iter_destroy(it);
+    for (int round = 0; round < 2; round++) {
+        if (round == 1) CHECK_OK(marble_db_compact(db, NULL, &err)); /* one clean run */
+        marble_kv_iter *it;
+        CHECK_OK(marble_kv_iter_create(db, NULL, &it, &err));
+        marble_kv_iter_seek_to_first(it);
+        ASSERT_TRUE(marble_kv_iter_valid(it));
+        size_t kl;
+        marble_kv_iter_key(it, &kl);
+        ASSERT_EQ_INT(kl, 0); /* the empty key first */
+        marble_kv_iter_next(it);
+        const char *kp = marble_kv_iter_key(it, &kl);
+        ASSERT_EQ_INT(kl, 3);
+        ASSERT_TRUE(memcmp(kp, "a\0b", 3) == 0);
+        int n = 0;
+        for (marble_kv_iter_seek(it, "key", 3); marble_kv_iter_valid(it); marble_kv_iter_next(it)) n++;
+        ASSERT_EQ_INT(n, 4999);
+        marble_kv_iter_seek(it, "key000100", 9);
+        marble_kv_iter_prev(it);
+        kp = marble_kv_iter_key(it, &kl);
+        ASSERT_TRUE(kl == 9 && memcmp(kp, "key000099", 9) == 0);
+        marble_kv_iter_seek_for_prev(it, "key0001000", 10);
+        kp = marble_kv_iter_key(it, &kl);
+        ASSERT_TRUE(kl == 9 && memcmp(kp, "key000100", 9) == 0);
+        marble_kv_iter_seek_to_last(it);
+        kp = marble_kv_iter_key(it, &kl);
+        ASSERT_TRUE(kl == 9 && memcmp(kp, "key004999", 9) == 0);
+        n = 0;
+        for (; marble_kv_iter_valid(it); marble_kv_iter_prev(it)) n++;
+        ASSERT_EQ_INT(n, 5001);
+        CHECK_OK(marble_kv_iter_status(it, &err));
+        marble_kv_iter_destroy(it);
+    }
     CHECK_OK(marble_db_close(db, &err));
     rmdir_all(dir);
 }
