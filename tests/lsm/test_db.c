@@ -636,3 +636,73 @@ TEST(db_concurrent_group_commit)
     CHECK_OK(marble_db_close(db, &err));
     rmdir_all(dir);
 }
+
+static int collect_name(void *ud, const char *name)
+{
+    char *buf = ud;
+    strcat(buf, name);
+    strcat(buf, ";");
+    return 0;
+}
+
+TEST(db_list_describe_projected_get)
+{
+    marble_error err = {0};
+    const char *dir = tmpdir();
+    marble_db_options o = small_opts();
+    marble_db *db;
+    CHECK_OK(marble_db_open(dir, &o, &db, &err));
+    create_t(db);
+    struct ArrowSchema s;
+    CHECK_OK(marble_arrow_schema_parse("a:utf8!,b:int32!,c:float64", &s, &err));
+    const char *key[] = {"b", "a"};
+    CHECK_OK(marble_db_create_table(db, "another", &s, key, 2, &err));
+    marble_arrow_schema_release(&s);
+    char names[256] = "";
+    CHECK_OK(marble_db_list_tables(db, collect_name, names, &err));
+    ASSERT_EQ_STR(names, "another;t;");
+
+    struct ArrowSchema d;
+    int kc[32];
+    size_t nk = 0;
+    CHECK_OK(marble_db_describe_table(db, "another", &d, kc, &nk, &err));
+    ASSERT_EQ_INT(nk, 2);
+    ASSERT_EQ_INT(kc[0], 1);
+    ASSERT_EQ_INT(kc[1], 0);
+    ASSERT_EQ_INT(d.n_children, 3);
+    char pk[64];
+    CHECK_OK(marble_arrow_metadata_get(d.metadata, "marble.primary_key", pk, sizeof pk, &err));
+    ASSERT_EQ_STR(pk, "b,a");
+    marble_arrow_schema_release(&d);
+    ASSERT_EQ_INT(marble_db_describe_table(db, "nope", &d, NULL, NULL, &err), MARBLE_ERR_NOT_FOUND);
+
+    put_rows(db, 0, 10, 2.5);
+    marble_value kv = {MARBLE_VALUE_INT, 4, 0, 0, NULL, 0};
+    marble_key k = {&kv, 1};
+    const char *cols[] = {"v", "name"};
+    marble_read_options ro = {0};
+    ro.columns = cols;
+    ro.n_columns = 2;
+    struct ArrowArray row;
+    CHECK_OK(marble_db_get(db, "t", k, &ro, &d, &row, &err));
+    ASSERT_EQ_INT(row.n_children, 2);
+    ASSERT_EQ_STR(d.children[0]->name, "v");
+    ASSERT_TRUE(marble_arrow_get_double(d.children[0], row.children[0], 0) == 10.0);
+    const void *nm;
+    size_t nl;
+    CHECK_OK(marble_arrow_get_bytes(d.children[1], row.children[1], 0, &nm, &nl));
+    ASSERT_TRUE(nl == 6 && memcmp(nm, "name-4", 6) == 0);
+    marble_arrow_array_release(&row);
+    marble_arrow_schema_release(&d);
+    const char *bad[] = {"zzz"};
+    ro.columns = bad;
+    ro.n_columns = 1;
+    ASSERT_EQ_INT(marble_db_get(db, "t", k, &ro, &d, &row, &err), MARBLE_ERR_INVALID_ARGUMENT);
+    ASSERT_CONTAINS(err.message, "zzz");
+    /* a key with the wrong number of values */
+    marble_value two[2] = {kv, kv};
+    ASSERT_EQ_INT(marble_db_get(db, "t", (marble_key){two, 2}, NULL, &d, &row, &err),
+                  MARBLE_ERR_INVALID_ARGUMENT);
+    CHECK_OK(marble_db_close(db, &err));
+    rmdir_all(dir);
+}
