@@ -543,9 +543,19 @@ static int apply_edit(marble_db *db, marble__version_edit *e, int mu_held, int d
                       marble_error *err)
 {
     marble__edit_set_next_file_number(e, atomic_load_explicit(&db->next_file, memory_order_relaxed));
+    /* a flush holds mu across the apply too: otherwise another edit's install could publish a
+     * version holding the flush's SSTables while its memtable is still in the list */
+    int locked = 0;
+    if (drop_imm && !mu_held) {
+        pthread_mutex_lock(&db->mu);
+        locked = 1;
+    }
     int rc = marble__manifest_apply(db->manifest, e, err);
-    if (rc != MARBLE_OK) return rc;
-    if (!mu_held) pthread_mutex_lock(&db->mu);
+    if (rc != MARBLE_OK) {
+        if (locked) pthread_mutex_unlock(&db->mu);
+        return rc;
+    }
+    if (!mu_held && !locked) pthread_mutex_lock(&db->mu);
     marble__version *old = db->current;
     db->current = marble__manifest_current(db->manifest);
     if (drop_imm) {
@@ -916,7 +926,8 @@ static int make_room(marble_db *db, marble_error *err)
             pthread_mutex_unlock(&db->mu);
             return rc;
         }
-        size_t l0 = l0_files(db);
+        /* without automatic compaction nothing would ever bring L0 down: no L0 triggers */
+        size_t l0 = db->opts.disable_auto_compaction ? 0 : l0_files(db);
         if (!slowed && l0 >= (size_t)db->opts.level0_slowdown_trigger &&
             l0 < (size_t)db->opts.level0_stop_trigger) {
             pthread_mutex_unlock(&db->mu);
@@ -1158,6 +1169,11 @@ static int commit_payload(marble_db *db, marble__bytes *payload, uint32_t count,
                           const marble_write_options *wo, marble_error *err)
 {
     if (count == 0) return MARBLE_OK;
+    if (payload->len > MARBLE__WAL_MAX_PAYLOAD) /* bad input, not a WAL failure: not sticky */
+        return marble_error_set(err, MARBLE_ERR_LIMIT,
+                                "a write of %zu encoded bytes exceeds the limit of %" PRIu32
+                                " bytes per write",
+                                payload->len, MARBLE__WAL_MAX_PAYLOAD);
     marble__writer w;
     memset(&w, 0, sizeof w);
     w.payload = payload;
@@ -1688,6 +1704,11 @@ int marble_db_drop_table(marble_db *db, const char *name, marble_error *err)
     MARBLE_RETURN_NOT_OK(check_db(db, err));
     if (!name) return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "table name is NULL");
     pthread_mutex_lock(&db->mu);
+    /* wait until no flush or compaction works (a flush that found the table before the drop
+     * would add its SSTable after the drop's edit); the table list may change meanwhile, so the
+     * table is looked up afterwards */
+    while (db->compactions_running > 0 || db->flush_running || db->manual_compaction)
+        pthread_cond_wait(&db->cv, &db->mu);
     size_t idx = db->n_tables;
     for (size_t i = 0; i < db->n_tables; i++)
         if (strcmp(db->tables[i]->name, name) == 0 && db->tables[i]->id != MARBLE__KV_TABLE_ID)
@@ -1696,8 +1717,6 @@ int marble_db_drop_table(marble_db *db, const char *name, marble_error *err)
         pthread_mutex_unlock(&db->mu);
         return marble__db_table_error(name, err);
     }
-    /* wait until no compaction works on this table's files */
-    while (db->compactions_running > 0) pthread_cond_wait(&db->cv, &db->mu);
     marble__table *t = db->tables[idx];
     memmove(db->tables + idx, db->tables + idx + 1, (db->n_tables - idx - 1) * sizeof *db->tables);
     db->n_tables--;
@@ -2140,6 +2159,9 @@ int marble_db_open(const char *uri, const marble_db_options *opts, marble_db **o
     /* SSTables no version references (an interrupted flush or compaction) */
     garbage_ctx g = {db, NULL, 0, 0};
     marble__manifest_live_files(db->manifest, collect_live, &g);
+    for (size_t i = 0; i < g.n_live; i++) /* never hand out a live file's number again */
+        if (g.live[i] >= atomic_load_explicit(&db->next_file, memory_order_relaxed))
+            atomic_store_explicit(&db->next_file, g.live[i] + 1, memory_order_relaxed);
     marble_fs_list(db->fs, db->uri, remove_garbage_file, &g, NULL);
     free(g.live);
 

@@ -675,7 +675,10 @@ static int version_build(const marble__version *base, const marble__version_edit
         }
     }
     v->log_number = e->has_log_number ? e->log_number : base->log_number;
-    v->next_file_number = e->has_next_file_number ? e->next_file_number : base->next_file_number;
+    /* edits prepared concurrently may carry an older next_file_number: never go back */
+    v->next_file_number = e->has_next_file_number && e->next_file_number > base->next_file_number
+                              ? e->next_file_number
+                              : base->next_file_number;
     v->last_seq = e->has_last_seq ? e->last_seq : base->last_seq;
     v->cat = base->cat;
     if (e->catalog_reset || e->n_catalog) {
