@@ -56,30 +56,30 @@ typedef enum marble_sync_mode {
 
 /* Every field's default is what marble_db_options_init sets, given after the field. */
 typedef struct marble_db_options {
-    int create_if_missing;           /* 1: create the database if it does not exist */
-    int error_if_exists;             /* 0: MARBLE_ERR_EXISTS if it already exists */
-    marble_fs *fs;                   /* NULL: a private registry (local + mem); pass one to share
-                                        mem:// databases between opens */
-    marble_sched *sched;             /* NULL: a private scheduler for background work */
-    int background_threads;          /* 2: threads of the private scheduler */
-    marble_sync_mode sync;           /* MARBLE_SYNC_GROUP */
-    size_t write_buffer_size;        /* 64 MiB: a memtable becomes immutable past this */
-    int max_immutable_memtables;     /* 2: writers stall while this many wait to be flushed */
-    uint64_t wal_segment_size;       /* 64 MiB */
-    uint64_t target_file_size;       /* 64 MiB: compaction cuts output SSTables at this size */
-    uint64_t level1_max_bytes;       /* 256 MiB; level n holds 10^(n-1) times this */
-    int level0_compaction_trigger;   /* 4 L0 files start a compaction into L1 */
-    int level0_slowdown_trigger;     /* 20 L0 files: each write is delayed 1 ms */
-    int level0_stop_trigger;         /* 36 L0 files: writes stall until compaction catches up */
-    int disable_auto_compaction;     /* 0 */
-    int batch_rows;                  /* 4096 rows per SSTable record batch */
+    int create_if_missing;              /* 1: create the database if it does not exist */
+    int error_if_exists;                /* 0: MARBLE_ERR_EXISTS if it already exists */
+    marble_fs *fs;                      /* NULL: a private registry (local + mem); pass one to share
+                                           mem:// databases between opens */
+    marble_sched *sched;                /* NULL: a private scheduler for background work */
+    int background_threads;             /* 2: threads of the private scheduler */
+    marble_sync_mode sync;              /* MARBLE_SYNC_GROUP */
+    size_t write_buffer_size;           /* 64 MiB: a memtable becomes immutable past this */
+    int max_immutable_memtables;        /* 2: writers stall while this many wait to be flushed */
+    uint64_t wal_segment_size;          /* 64 MiB */
+    uint64_t target_file_size;          /* 64 MiB: compaction cuts output SSTables at this size */
+    uint64_t level1_max_bytes;          /* 256 MiB; level n holds 10^(n-1) times this */
+    int level0_compaction_trigger;      /* 4 L0 files start a compaction into L1 */
+    int level0_slowdown_trigger;        /* 20 L0 files: each write is delayed 1 ms */
+    int level0_stop_trigger;            /* 36 L0 files: writes stall until compaction catches up */
+    int disable_auto_compaction;        /* 0 */
+    int batch_rows;                     /* 4096 rows per SSTable record batch */
     marble_ipc_compression compression; /* MARBLE_IPC_UNCOMPRESSED: SSTables are read zero-copy
                                            through memory maps; LZ4_FRAME or ZSTD make files
                                            smaller, but each batch read then decompresses a
                                            whole batch (a few cached per SSTable) */
-    int bloom_bits_per_key;          /* 10 (about 1% false positives); 0: no filters */
-    int verify_checksums;            /* 1: check each SSTable batch's CRC32C on first read */
-    size_t handle_pool_size;         /* 0: the handle pool's default */
+    int bloom_bits_per_key;             /* 10 (about 1% false positives); 0: no filters */
+    int verify_checksums;               /* 1: check each SSTable batch's CRC32C on first read */
+    size_t handle_pool_size;            /* 0: the handle pool's default */
 } marble_db_options;
 
 MARBLE_API void marble_db_options_init(marble_db_options *opts);
@@ -107,14 +107,13 @@ MARBLE_API int marble_db_create_table(marble_db *db, const char *name,
 MARBLE_API int marble_db_drop_table(marble_db *db, const char *name, marble_error *err);
 /* Calls fn once per user table, in name order (the key-value table is not listed). Return
  * non-zero from fn to stop. */
-MARBLE_API int marble_db_list_tables(marble_db *db, int (*fn)(void *ud, const char *name),
-                                     void *ud, marble_error *err);
+MARBLE_API int marble_db_list_tables(marble_db *db, int (*fn)(void *ud, const char *name), void *ud,
+                                     marble_error *err);
 /* The table's schema (release it) with metadata "marble.primary_key" = the key column names,
  * comma-separated; `key_columns` (may be NULL) receives up to 32 key column indexes and
  * *n_key_columns their number. */
-MARBLE_API int marble_db_describe_table(marble_db *db, const char *name,
-                                        struct ArrowSchema *schema, int *key_columns,
-                                        size_t *n_key_columns, marble_error *err);
+MARBLE_API int marble_db_describe_table(marble_db *db, const char *name, struct ArrowSchema *schema,
+                                        int *key_columns, size_t *n_key_columns, marble_error *err);
 
 /* ---- keys ------------------------------------------------------------------------------------ */
 
@@ -196,7 +195,7 @@ typedef struct marble_read_options {
     const marble_snapshot *snapshot; /* NULL: the latest state */
     const char *const *columns;      /* projection by name; NULL: every column in table order */
     size_t n_columns;
-    int64_t batch_rows;              /* rows per batch of a scan's stream; 0: 4096 */
+    int64_t batch_rows; /* rows per batch of a scan's stream; 0: 4096 */
 } marble_read_options;
 
 /* Point read of one row by its full key: MARBLE_OK with a one-row batch (and its schema, the

@@ -14,7 +14,7 @@
 #define USERS 100000
 #define BATCH 50000
 
-static const char *const CATEGORIES[] = {"view", "click", "cart", "purchase",
+static const char *const CATEGORIES[] = {"view",   "click", "cart",  "purchase",
                                          "search", "share", "login", "logout"};
 
 static uint64_t mix(uint64_t x)
@@ -36,7 +36,10 @@ static void event(uint64_t i, int64_t *user, int64_t *ts, int *cat, double *amou
     *clicks = (int64_t)((h >> 48) % 20);
 }
 
-static double secs(uint64_t t0) { return (double)(marble_now_ns() - t0) / 1e9; }
+static double secs(uint64_t t0)
+{
+    return (double)(marble_now_ns() - t0) / 1e9;
+}
 
 static int fail(const char *what, const marble_error *err)
 {
@@ -50,7 +53,8 @@ static int parse_count(const char *text, uint64_t *out)
     errno = 0;
     unsigned long long v = text ? strtoull(text, &end, 10) : 0;
     if (!text || errno || *end || end == text || text[0] == '-' || v < 1000 || v > 1000000000) {
-        fprintf(stderr, "marble demo: --rows needs a whole number in [1000, 1000000000], got '%s'\n",
+        fprintf(stderr,
+                "marble demo: --rows needs a whole number in [1000, 1000000000], got '%s'\n",
                 text ? text : "(nothing)");
         return 2;
     }
@@ -91,7 +95,8 @@ static int load(marble_db *db, uint64_t rows, const struct ArrowSchema *schema)
             if (tty) {
                 double s = secs(t0), done = (double)(i + 1);
                 double rate = s > 0 ? done / s : 0;
-                fprintf(stderr, "\r  loading  %5.1f%%  %10" PRIu64 " rows  %8.0f rows/s  ETA %4.0fs ",
+                fprintf(stderr,
+                        "\r  loading  %5.1f%%  %10" PRIu64 " rows  %8.0f rows/s  ETA %4.0fs ",
                         100.0 * done / (double)rows, i + 1, rate,
                         rate > 0 ? ((double)rows - done) / rate : 0.0);
             }
@@ -136,7 +141,9 @@ static void print_levels(const char *json)
         const char *q = strstr(p, "\"files\":");
         if (!q) break;
         sscanf(q, "\"files\":%lld,\"bytes\":%lld,\"rows\":%lld", &files, &bytes, &rows);
-        if (files) printf("  L%d %lld files %.1f MiB %lld rows", l, files, (double)bytes / 1048576.0, rows);
+        if (files)
+            printf("  L%d %lld files %.1f MiB %lld rows", l, files, (double)bytes / 1048576.0,
+                   rows);
         p = q + 1;
     }
     printf("\n");
@@ -253,12 +260,12 @@ int marble_cli_demo_db(int argc, char **argv)
     int rc = drain(&st, 3, &n, &sum);
     st.release(&st);
     if (rc) return 1;
-    printf("  user %" PRId64 ": %" PRId64 " events, amount %.2f (prefix scan, %.2f ms)\n", user0,
-           n, sum, secs(t0) * 1e3);
+    printf("  user %" PRId64 ": %" PRId64 " events, amount %.2f (prefix scan, %.2f ms)\n", user0, n,
+           sum, secs(t0) * 1e3);
 
     /* users 1000..1999, one column: a projected range scan */
-    marble_value lo = {MARBLE_VALUE_INT, 1000, 0, 0, NULL, 0}, hi = {MARBLE_VALUE_INT, 2000, 0, 0,
-                                                                     NULL, 0};
+    marble_value lo = {MARBLE_VALUE_INT, 1000, 0, 0, NULL, 0},
+                 hi = {MARBLE_VALUE_INT, 2000, 0, 0, NULL, 0};
     marble_key_range r;
     memset(&r, 0, sizeof r);
     r.lower = (marble_key){&lo, 1};

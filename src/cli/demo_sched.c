@@ -1,5 +1,5 @@
-/* `marble demo-sched`: a parallel workload on the work-stealing scheduler, with a short report. Until
- * the store exists this is the main job of `make demo`. */
+/* `marble demo-sched`: a parallel workload on the work-stealing scheduler, with a short report.
+ * Until the store exists this is the main job of `make demo`. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -95,7 +95,8 @@ static int parse_u64(const char *flag, const char *text, uint64_t min, uint64_t 
     unsigned long long v = text ? strtoull(text, &end, 10) : 0;
     if (!text || errno || *end || end == text || v < min || v > max || text[0] == '-') {
         fprintf(stderr,
-                "marble demo-sched: %s needs a whole number in [%" PRIu64 ", %" PRIu64 "], got '%s'\n",
+                "marble demo-sched: %s needs a whole number in [%" PRIu64 ", %" PRIu64
+                "], got '%s'\n",
                 flag, min, max, text ? text : "(nothing)");
         return 2;
     }
@@ -124,7 +125,8 @@ int marble_cli_demo_sched(int argc, char **argv)
                 BUCKETS);
             return 0;
         } else {
-            fprintf(stderr, "marble demo-sched: unknown option '%s' (try 'marble demo-sched --help')\n",
+            fprintf(stderr,
+                    "marble demo-sched: unknown option '%s' (try 'marble demo-sched --help')\n",
                     argv[i]);
             return 2;
         }
@@ -136,14 +138,16 @@ int marble_cli_demo_sched(int argc, char **argv)
     if (run(1, n, &one)) return 1;
     if (run((int)threads, n, &many)) return 1;
     if (memcmp(one.hist, many.hist, sizeof one.hist) != 0) {
-        fprintf(stderr, "marble demo-sched: the parallel histogram differs from the sequential one\n");
+        fprintf(stderr,
+                "marble demo-sched: the parallel histogram differs from the sequential one\n");
         return 1;
     }
     uint64_t total = 0;
     for (int b = 0; b < BUCKETS; b++)
         total += many.hist[b];
     if (total != n) {
-        fprintf(stderr, "marble demo-sched: histogram counts %" PRIu64 " events, expected %" PRIu64 "\n",
+        fprintf(stderr,
+                "marble demo-sched: histogram counts %" PRIu64 " events, expected %" PRIu64 "\n",
                 total, n);
         return 1;
     }

@@ -7,17 +7,18 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: marble <command> [options]\n"
-               "\n"
-               "commands:\n"
-               "  demo [--rows N] [--dir PATH]    the state store end to end: load events, compact,\n"
-               "                                  point gets, scans, statistics\n"
-               "  demo-sched [--threads N]        the scheduler demo (a parallel workload with a "
-               "report)\n"
-               "  version                         print the library version\n"
-               "\n"
-               "example:\n"
-               "  marble demo --rows 500000\n");
+    fprintf(f,
+            "usage: marble <command> [options]\n"
+            "\n"
+            "commands:\n"
+            "  demo [--rows N] [--dir PATH]    the state store end to end: load events, compact,\n"
+            "                                  point gets, scans, statistics\n"
+            "  demo-sched [--threads N]        the scheduler demo (a parallel workload with a "
+            "report)\n"
+            "  version                         print the library version\n"
+            "\n"
+            "example:\n"
+            "  marble demo --rows 500000\n");
 }
 
 int main(int argc, char **argv)

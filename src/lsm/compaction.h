@@ -69,12 +69,12 @@ void marble__compaction_free(marble__compaction *c);
 /* What run needs from the db. */
 typedef struct marble__compaction_env {
     marble_fs *fs;
-    const char *dir_uri;             /* the database directory; outputs are NNNNNN.arrow there */
-    const marble__row_codec *codec;  /* the table's */
+    const char *dir_uri;            /* the database directory; outputs are NNNNNN.arrow there */
+    const marble__row_codec *codec; /* the table's */
     marble__sst_options sst_opts;
     uint64_t target_file_size;
-    uint64_t smallest_snapshot;      /* the oldest sequence a live snapshot or reader may read */
-    const marble__version *version;  /* for the "nothing below overlaps" test */
+    uint64_t smallest_snapshot;     /* the oldest sequence a live snapshot or reader may read */
+    const marble__version *version; /* for the "nothing below overlaps" test */
     /* Opens an input SSTable (a cached handle with a reference for the caller). */
     int (*open_sst)(void *ud, const marble__file_meta *f, marble__sst **out, marble_error *err);
     /* A new, unused file number. */

@@ -18,7 +18,8 @@
 
 #define LOG_MODULE "db"
 
-/* ---- small helpers ---------------------------------------------------------------------------- */
+/* ---- small helpers ----------------------------------------------------------------------------
+ */
 
 void marble__prefix_put(uint8_t *p, uint32_t id)
 {
@@ -74,7 +75,10 @@ static char *xstrdup(const char *s)
     return p;
 }
 
-void marble_free(void *p) { free(p); }
+void marble_free(void *p)
+{
+    free(p);
+}
 
 void marble_db_options_init(marble_db_options *o)
 {
@@ -100,7 +104,8 @@ static int check_options(const marble_db_options *o, marble_error *err)
 {
 #define BAD(cond, what)                                                                            \
     if (cond) return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "db options: %s", what)
-    BAD(o->sync < MARBLE_SYNC_NONE || o->sync > MARBLE_SYNC_EVERY, "sync is not a marble_sync_mode");
+    BAD(o->sync < MARBLE_SYNC_NONE || o->sync > MARBLE_SYNC_EVERY,
+        "sync is not a marble_sync_mode");
     BAD(o->write_buffer_size < 4096, "write_buffer_size must be at least 4096 bytes");
     BAD(o->max_immutable_memtables < 1 || o->max_immutable_memtables > MARBLE__MAX_IMM,
         "max_immutable_memtables must be 1..64");
@@ -122,9 +127,13 @@ static int check_options(const marble_db_options *o, marble_error *err)
     return MARBLE_OK;
 }
 
-/* ---- tables ----------------------------------------------------------------------------------- */
+/* ---- tables -----------------------------------------------------------------------------------
+ */
 
-void marble__table_ref(marble__table *t) { atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed); }
+void marble__table_ref(marble__table *t)
+{
+    atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+}
 
 void marble__table_unref(marble__table *t)
 {
@@ -294,16 +303,23 @@ static int catalog_edit(marble_db *db, marble__version_edit *e, marble_error *er
         if (db->tables[i]->id == MARBLE__KV_TABLE_ID) continue;
         b.len = 0;
         rc = catalog_table_record(db->tables[i], &b, err);
-        if (rc == MARBLE_OK) rc = marble__edit_add_catalog(e, b.data, b.len) == MARBLE_OK ? MARBLE_OK : marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
+        if (rc == MARBLE_OK)
+            rc = marble__edit_add_catalog(e, b.data, b.len) == MARBLE_OK
+                     ? MARBLE_OK
+                     : marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
     }
     uint8_t n[5] = {'N'};
     marble__prefix_put(n + 1, db->next_table_id);
-    if (rc == MARBLE_OK) rc = marble__edit_add_catalog(e, n, 5) == MARBLE_OK ? MARBLE_OK : marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
+    if (rc == MARBLE_OK)
+        rc = marble__edit_add_catalog(e, n, 5) == MARBLE_OK
+                 ? MARBLE_OK
+                 : marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
     marble__bytes_free(&b);
     return rc;
 }
 
-/* ---- table cache ------------------------------------------------------------------------------ */
+/* ---- table cache ------------------------------------------------------------------------------
+ */
 
 typedef struct marble__tc_entry {
     uint64_t number; /* 0: empty */
@@ -400,8 +416,8 @@ static void tc_evict(marble_db *db, uint64_t number)
                 for (;;) {
                     j = (j + 1) & (db->tc_cap - 1);
                     if (!db->tc[j].number) goto done;
-                    size_t k = (size_t)(db->tc[j].number * 0x9E3779B97F4A7C15ull) &
-                               (db->tc_cap - 1);
+                    size_t k =
+                        (size_t)(db->tc[j].number * 0x9E3779B97F4A7C15ull) & (db->tc_cap - 1);
                     if (i <= j ? (i < k && k <= j) : (i < k || k <= j)) continue;
                     break;
                 }
@@ -425,7 +441,8 @@ static void tc_clear(marble_db *db)
     db->tc_cap = db->tc_n = 0;
 }
 
-/* ---- memtables -------------------------------------------------------------------------------- */
+/* ---- memtables --------------------------------------------------------------------------------
+ */
 
 void marble__memref_unref(marble__memref *m)
 {
@@ -475,7 +492,8 @@ void marble__db_readview_release(marble__readview *rv)
     rv->version = NULL;
 }
 
-/* ---- background work -------------------------------------------------------------------------- */
+/* ---- background work --------------------------------------------------------------------------
+ */
 
 static void maybe_schedule(marble_db *db);
 
@@ -542,7 +560,8 @@ static uint64_t new_file_number(void *ud)
 static int apply_edit(marble_db *db, marble__version_edit *e, int mu_held, int drop_imm,
                       marble_error *err)
 {
-    marble__edit_set_next_file_number(e, atomic_load_explicit(&db->next_file, memory_order_relaxed));
+    marble__edit_set_next_file_number(e,
+                                      atomic_load_explicit(&db->next_file, memory_order_relaxed));
     /* a flush holds mu across the apply too: otherwise another edit's install could publish a
      * version holding the flush's SSTables while its memtable is still in the list */
     int locked = 0;
@@ -648,7 +667,9 @@ static int flush_memtable(marble_db *db, marble__memref *m, marble_error *err)
                 f.smallest_seq = info.smallest_seq;
                 f.largest_seq = info.largest_seq;
                 f.rows = info.rows;
-                rc = marble__edit_add_file(&edit, &f) == MARBLE_OK ? MARBLE_OK : marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
+                rc = marble__edit_add_file(&edit, &f) == MARBLE_OK
+                         ? MARBLE_OK
+                         : marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
                 written += info.file_size;
             }
             free(lo);
@@ -845,8 +866,8 @@ static marble_task_status compaction_task(marble_task_ctx *ctx, void *arg)
     marble_db *db = arg;
     marble__compaction *c = NULL;
     pthread_mutex_lock(&db->mu);
-    marble__compaction_options co = {db->opts.level0_compaction_trigger,
-                                     db->opts.level1_max_bytes, db->opts.target_file_size};
+    marble__compaction_options co = {db->opts.level0_compaction_trigger, db->opts.level1_max_bytes,
+                                     db->opts.target_file_size};
     marble__version *v = marble__manifest_current(db->manifest);
     marble_error e = {0};
     int rc = MARBLE_OK;
@@ -874,8 +895,8 @@ static marble_task_status compaction_task(marble_task_ctx *ctx, void *arg)
 static int needs_compaction(marble_db *db)
 {
     marble__version *v = marble__manifest_current(db->manifest);
-    marble__compaction_options co = {db->opts.level0_compaction_trigger,
-                                     db->opts.level1_max_bytes, db->opts.target_file_size};
+    marble__compaction_options co = {db->opts.level0_compaction_trigger, db->opts.level1_max_bytes,
+                                     db->opts.target_file_size};
     marble__compaction *c = NULL;
     int rc = marble__compaction_pick(v, &co, is_busy, db, &c, NULL);
     marble__version_unref(v);
@@ -903,7 +924,8 @@ static void maybe_schedule(marble_db *db)
     pthread_mutex_unlock(&db->mu);
 }
 
-/* ---- write path ------------------------------------------------------------------------------- */
+/* ---- write path -------------------------------------------------------------------------------
+ */
 
 static size_t l0_files(marble_db *db)
 {
@@ -1316,8 +1338,7 @@ static int map_columns(const marble__table *t, const struct ArrowSchema *schema,
 /* Appends the rows of a batch (put) or its keys (delete) to a payload. */
 static int encode_batch(const marble__table *t, const struct ArrowSchema *schema,
                         const struct ArrowArray *batch, int op, marble__bytes *payload,
-                        marble__bytes *key, marble__bytes *val, uint32_t *count,
-                        marble_error *err)
+                        marble__bytes *key, marble__bytes *val, uint32_t *count, marble_error *err)
 {
     int map[MARBLE__MAX_COLUMNS];
     MARBLE_RETURN_NOT_OK(map_columns(t, schema, batch, op == 0, map, err));
@@ -1345,7 +1366,8 @@ static int encode_batch(const marble__table *t, const struct ArrowSchema *schema
         int rc = marble__key_encode_row(&t->codec.keys, &view, r, key, err);
         if (rc != MARBLE_OK) return rc;
         if (op) MARBLE_RETURN_NOT_OK(marble__row_encode(&t->codec, &view, r, val, err));
-        MARBLE_RETURN_NOT_OK(payload_add(payload, op, key->data, key->len, val->data, val->len, err));
+        MARBLE_RETURN_NOT_OK(
+            payload_add(payload, op, key->data, key->len, val->data, val->len, err));
     }
     *count += (uint32_t)batch->length;
     return MARBLE_OK;
@@ -1471,8 +1493,8 @@ int marble_db_kv_put(marble_db *db, const void *key, size_t klen, const void *va
     return kv_write(db, key, klen, value, vlen, 1, wo, err);
 }
 
-int marble_db_kv_delete(marble_db *db, const void *key, size_t klen,
-                        const marble_write_options *wo, marble_error *err)
+int marble_db_kv_delete(marble_db *db, const void *key, size_t klen, const marble_write_options *wo,
+                        marble_error *err)
 {
     return kv_write(db, key, klen, NULL, 0, 0, wo, err);
 }
@@ -1482,7 +1504,8 @@ uint64_t marble_db_latest_sequence(marble_db *db)
     return db ? atomic_load_explicit(&db->last_seq, memory_order_acquire) : 0;
 }
 
-/* ---- write batches ---------------------------------------------------------------------------- */
+/* ---- write batches ----------------------------------------------------------------------------
+ */
 
 struct marble_write_batch {
     marble_db *db;
@@ -1521,7 +1544,10 @@ void marble_write_batch_clear(marble_write_batch *wb)
     wb->count = 0;
 }
 
-size_t marble_write_batch_count(const marble_write_batch *wb) { return wb ? wb->count : 0; }
+size_t marble_write_batch_count(const marble_write_batch *wb)
+{
+    return wb ? wb->count : 0;
+}
 
 int marble_write_batch_put(marble_write_batch *wb, const char *table,
                            const struct ArrowSchema *schema, const struct ArrowArray *batch,
@@ -1622,7 +1648,8 @@ int marble_db_write(marble_db *db, marble_write_batch *wb, const marble_write_op
     return rc;
 }
 
-/* ---- table operations ------------------------------------------------------------------------- */
+/* ---- table operations -------------------------------------------------------------------------
+ */
 
 static int valid_table_name(const char *name, marble_error *err)
 {
@@ -1643,8 +1670,7 @@ static int valid_table_name(const char *name, marble_error *err)
 }
 
 int marble_db_create_table(marble_db *db, const char *name, const struct ArrowSchema *schema,
-                           const char *const *key_columns, size_t n_key_columns,
-                           marble_error *err)
+                           const char *const *key_columns, size_t n_key_columns, marble_error *err)
 {
     MARBLE_RETURN_NOT_OK(check_db(db, err));
     MARBLE_RETURN_NOT_OK(valid_table_name(name, err));
@@ -1657,8 +1683,7 @@ int marble_db_create_table(marble_db *db, const char *name, const struct ArrowSc
                                 "table '%s': the schema is not a struct (\"+s\")", name);
     if (!key_columns || n_key_columns < 1 || n_key_columns > MARBLE__KEY_MAX_COLS)
         return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
-                                "table '%s': give 1 to %d key columns", name,
-                                MARBLE__KEY_MAX_COLS);
+                                "table '%s': give 1 to %d key columns", name, MARBLE__KEY_MAX_COLS);
     int keys[MARBLE__KEY_MAX_COLS];
     for (size_t i = 0; i < n_key_columns; i++) {
         keys[i] = -1;
@@ -1728,7 +1753,9 @@ int marble_db_drop_table(marble_db *db, const char *name, marble_error *err)
         for (size_t i = 0; rc == MARBLE_OK && i < marble__version_num_files(v, l); i++) {
             const marble__file_meta *f = marble__version_file(v, l, i);
             if (f->smallest_len >= 4 && marble__prefix_get(f->smallest) == t->id)
-                rc = marble__edit_delete_file(&e, l, f->number) == MARBLE_OK ? MARBLE_OK : marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
+                rc = marble__edit_delete_file(&e, l, f->number) == MARBLE_OK
+                         ? MARBLE_OK
+                         : marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
         }
     marble__version_unref(v);
     if (rc == MARBLE_OK) rc = apply_edit(db, &e, 1, 0, err);
@@ -1814,7 +1841,8 @@ int marble_db_describe_table(marble_db *db, const char *name, struct ArrowSchema
     return rc;
 }
 
-/* ---- snapshots -------------------------------------------------------------------------------- */
+/* ---- snapshots --------------------------------------------------------------------------------
+ */
 
 int marble_db_snapshot_create(marble_db *db, marble_snapshot **out, marble_error *err)
 {
@@ -1847,9 +1875,13 @@ void marble_db_snapshot_release(marble_snapshot *s)
     free(s);
 }
 
-uint64_t marble_snapshot_sequence(const marble_snapshot *s) { return s ? s->seq : 0; }
+uint64_t marble_snapshot_sequence(const marble_snapshot *s)
+{
+    return s ? s->seq : 0;
+}
 
-/* ---- open and recovery ------------------------------------------------------------------------ */
+/* ---- open and recovery ------------------------------------------------------------------------
+ */
 
 static pthread_mutex_t g_locks_mu = PTHREAD_MUTEX_INITIALIZER;
 static char **g_locks;
@@ -1870,7 +1902,8 @@ static int lock_db(marble_db *db, marble_error *err)
     int rc = marble_fs_resolve(db->fs, lock_uri, &v, &path, err);
     if (rc != MARBLE_OK) return rc;
     /* local files are shared across registries: key them by path */
-    if (strcmp(v->name, "local") == 0) snprintf(db->lock_key, n, "%d:file:%s", (int)getpid(), db->uri);
+    if (strcmp(v->name, "local") == 0)
+        snprintf(db->lock_key, n, "%d:file:%s", (int)getpid(), db->uri);
     pthread_mutex_lock(&g_locks_mu);
     for (size_t i = 0; i < g_nlocks; i++)
         if (strcmp(g_locks[i], db->lock_key) == 0) {
@@ -1878,8 +1911,8 @@ static int lock_db(marble_db *db, marble_error *err)
             free(db->lock_key);
             db->lock_key = NULL;
             return marble_error_set(err, MARBLE_ERR_BUSY,
-                                    "database %s is already open in this process (pid %d)",
-                                    db->uri, (int)getpid());
+                                    "database %s is already open in this process (pid %d)", db->uri,
+                                    (int)getpid());
         }
     char **p = realloc(g_locks, (g_nlocks + 1) * sizeof *p);
     if (!p) {
@@ -2197,7 +2230,8 @@ int marble_db_close(marble_db *db, marble_error *err)
                                 db->uri, snaps, streams);
     }
     db->closing = 1;
-    while (db->flush_running || db->compactions_running) pthread_cond_wait(&db->cv, &db->mu);
+    while (db->flush_running || db->compactions_running)
+        pthread_cond_wait(&db->cv, &db->mu);
     pthread_mutex_unlock(&db->mu);
     marble_group_wait(&db->bg, NULL);
     marble_group_destroy(&db->bg);
@@ -2216,7 +2250,8 @@ int marble_db_close(marble_db *db, marble_error *err)
     return rc;
 }
 
-/* ---- maintenance ------------------------------------------------------------------------------ */
+/* ---- maintenance ------------------------------------------------------------------------------
+ */
 
 static int bg_error_status(marble_db *db, marble_error *err)
 {
@@ -2230,7 +2265,8 @@ int marble_db_flush(marble_db *db, marble_error *err)
     pthread_mutex_lock(&db->wmu);
     pthread_mutex_lock(&db->mu);
     int rc = bg_error_status(db, err);
-    while (rc == MARBLE_OK && db->n_imm >= MARBLE__MAX_IMM) pthread_cond_wait(&db->cv, &db->mu);
+    while (rc == MARBLE_OK && db->n_imm >= MARBLE__MAX_IMM)
+        pthread_cond_wait(&db->cv, &db->mu);
     int rotate = rc == MARBLE_OK && marble__memtable_count(db->mem->mt) > 0;
     pthread_mutex_unlock(&db->mu);
     if (rotate) { /* the roll does I/O: without mu, wmu keeps writers out */
@@ -2326,9 +2362,11 @@ int marble_db_compact(marble_db *db, const char *table, marble_error *err)
     }
     MARBLE_RETURN_NOT_OK(marble_db_flush(db, err));
     pthread_mutex_lock(&db->mu);
-    while (db->manual_compaction) pthread_cond_wait(&db->cv, &db->mu);
+    while (db->manual_compaction)
+        pthread_cond_wait(&db->cv, &db->mu);
     db->manual_compaction = 1;
-    while (db->compactions_running) pthread_cond_wait(&db->cv, &db->mu);
+    while (db->compactions_running)
+        pthread_cond_wait(&db->cv, &db->mu);
     uint32_t ids[4096];
     size_t n = 0;
     for (size_t i = 0; i < db->n_tables && n < 4096; i++)
@@ -2345,7 +2383,8 @@ int marble_db_compact(marble_db *db, const char *table, marble_error *err)
     return rc;
 }
 
-/* ---- statistics ------------------------------------------------------------------------------- */
+/* ---- statistics -------------------------------------------------------------------------------
+ */
 
 typedef struct jbuf {
     char *p;
@@ -2420,34 +2459,33 @@ int marble_db_stats_json(marble_db *db, char **json, marble_error *err)
         imm_bytes += marble__memtable_bytes(db->imm[i]->mt);
     long snaps = db->live_snapshots;
     pthread_mutex_unlock(&db->mu);
-    jprintf(&b,
-            "],\"sst_bytes\":%llu,\"latest_sequence\":%llu,"
-            "\"memtable\":{\"bytes\":%zu,\"entries\":%zu,\"immutable\":%zu,"
-            "\"immutable_bytes\":%zu},"
-            "\"writes\":{\"rows\":%llu,\"user_bytes\":%llu,\"stalls\":%llu,\"stall_ms\":%.3f,"
-            "\"slowdowns\":%llu},"
-            "\"flushes\":%llu,\"flushed_bytes\":%llu,\"compactions\":%llu,"
-            "\"compaction_read_bytes\":%llu,\"compaction_written_bytes\":%llu,"
-            "\"write_amplification\":%.3f,"
-            "\"wal\":{\"appends\":%llu,\"writes\":%llu,\"syncs\":%llu,\"rolls\":%llu},"
-            "\"handle_pool\":{\"hits\":%llu,\"misses\":%llu,\"evictions\":%llu,\"open\":%zu},"
-            "\"sst\":{\"batch_reads\":%llu,\"bloom_checks\":%llu,\"bloom_useful\":%llu,"
-            "\"bloom_false_positives\":%llu},"
-            "\"reads\":{\"gets\":%llu,\"scans\":%llu},\"snapshots\":%ld}",
-            (unsigned long long)total_bytes,
-            (unsigned long long)atomic_load_explicit(&db->last_seq, memory_order_acquire),
-            mem_bytes, mem_count, n_imm, imm_bytes, LOAD(db->st_rows_written), (unsigned long long)user,
-            LOAD(db->st_stalls), (double)LOAD(db->st_stall_ns) / 1e6, LOAD(db->st_slowdowns),
-            LOAD(db->st_flushes), LOAD(db->st_bytes_flushed), LOAD(db->st_compactions),
-            LOAD(db->st_bytes_compacted_read), LOAD(db->st_bytes_compacted_written),
-            user ? (double)(written + user) / (double)user : 0.0,
-            (unsigned long long)ws.appends, (unsigned long long)ws.writes,
-            (unsigned long long)ws.syncs, (unsigned long long)ws.rolls,
-            (unsigned long long)ps.hits, (unsigned long long)ps.misses,
-            (unsigned long long)ps.evictions, ps.open, (unsigned long long)ss.batch_reads,
-            (unsigned long long)ss.bloom_checks, (unsigned long long)ss.bloom_negatives,
-            (unsigned long long)ss.bloom_false_positives, LOAD(db->st_gets), LOAD(db->st_scans),
-            snaps);
+    jprintf(
+        &b,
+        "],\"sst_bytes\":%llu,\"latest_sequence\":%llu,"
+        "\"memtable\":{\"bytes\":%zu,\"entries\":%zu,\"immutable\":%zu,"
+        "\"immutable_bytes\":%zu},"
+        "\"writes\":{\"rows\":%llu,\"user_bytes\":%llu,\"stalls\":%llu,\"stall_ms\":%.3f,"
+        "\"slowdowns\":%llu},"
+        "\"flushes\":%llu,\"flushed_bytes\":%llu,\"compactions\":%llu,"
+        "\"compaction_read_bytes\":%llu,\"compaction_written_bytes\":%llu,"
+        "\"write_amplification\":%.3f,"
+        "\"wal\":{\"appends\":%llu,\"writes\":%llu,\"syncs\":%llu,\"rolls\":%llu},"
+        "\"handle_pool\":{\"hits\":%llu,\"misses\":%llu,\"evictions\":%llu,\"open\":%zu},"
+        "\"sst\":{\"batch_reads\":%llu,\"bloom_checks\":%llu,\"bloom_useful\":%llu,"
+        "\"bloom_false_positives\":%llu},"
+        "\"reads\":{\"gets\":%llu,\"scans\":%llu},\"snapshots\":%ld}",
+        (unsigned long long)total_bytes,
+        (unsigned long long)atomic_load_explicit(&db->last_seq, memory_order_acquire), mem_bytes,
+        mem_count, n_imm, imm_bytes, LOAD(db->st_rows_written), (unsigned long long)user,
+        LOAD(db->st_stalls), (double)LOAD(db->st_stall_ns) / 1e6, LOAD(db->st_slowdowns),
+        LOAD(db->st_flushes), LOAD(db->st_bytes_flushed), LOAD(db->st_compactions),
+        LOAD(db->st_bytes_compacted_read), LOAD(db->st_bytes_compacted_written),
+        user ? (double)(written + user) / (double)user : 0.0, (unsigned long long)ws.appends,
+        (unsigned long long)ws.writes, (unsigned long long)ws.syncs, (unsigned long long)ws.rolls,
+        (unsigned long long)ps.hits, (unsigned long long)ps.misses,
+        (unsigned long long)ps.evictions, ps.open, (unsigned long long)ss.batch_reads,
+        (unsigned long long)ss.bloom_checks, (unsigned long long)ss.bloom_negatives,
+        (unsigned long long)ss.bloom_false_positives, LOAD(db->st_gets), LOAD(db->st_scans), snaps);
     if (b.oom) {
         free(b.p);
         return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");

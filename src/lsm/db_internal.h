@@ -102,7 +102,7 @@ struct marble_db {
     size_t n_tables, cap_tables;
     uint32_t next_table_id;
 
-    uint64_t next_seq;        /* under wmu */
+    uint64_t next_seq; /* under wmu */
     atomic_uint_fast64_t last_seq;
     atomic_uint_fast64_t next_file;
 
@@ -115,7 +115,7 @@ struct marble_db {
     int flush_running;
     int compactions_running;
     int manual_compaction; /* pauses automatic picks */
-    atomic_int closing; /* written under mu; env_cancelled reads it without */
+    atomic_int closing;    /* written under mu; env_cancelled reads it without */
     int bg_error;
     marble_error bg_err;
     int write_error; /* sticky: WAL failures */
@@ -153,8 +153,7 @@ void marble__prefix_put(uint8_t *p, uint32_t id);
 uint32_t marble__prefix_get(const uint8_t *p);
 
 /* Pins the current memtables and version; seq is the snapshot's or the latest. */
-void marble__db_readview_acquire(marble_db *db, const marble_snapshot *snap,
-                                 marble__readview *rv);
+void marble__db_readview_acquire(marble_db *db, const marble_snapshot *snap, marble__readview *rv);
 void marble__db_readview_release(marble__readview *rv);
 
 /* An internal iterator over table t in rv (memtables, L0 files, one run per level), merged. */

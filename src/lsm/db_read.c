@@ -23,9 +23,10 @@ int marble__db_encode_key(const marble__table *t, marble_key key, int need_full,
                           marble_error *err)
 {
     if (key.n > (size_t)t->nkeys || (need_full && key.n != (size_t)t->nkeys))
-        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
-                                "table '%s': the key has %zu value(s), the primary key %d column(s)",
-                                t->name, key.n, t->nkeys);
+        return marble_error_set(
+            err, MARBLE_ERR_INVALID_ARGUMENT,
+            "table '%s': the key has %zu value(s), the primary key %d column(s)", t->name, key.n,
+            t->nkeys);
     if (key.n && !key.values)
         return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "table '%s': key values are NULL",
                                 t->name);
@@ -34,9 +35,18 @@ int marble__db_encode_key(const marble__table *t, marble_key key, int need_full,
         const marble_value *v = &key.values[i];
         memset(&vals[i], 0, sizeof vals[i]);
         switch (v->kind) {
-        case MARBLE_VALUE_INT: vals[i].kind = MARBLE__KV_INT; vals[i].i = v->i; break;
-        case MARBLE_VALUE_UINT: vals[i].kind = MARBLE__KV_UINT; vals[i].u = v->u; break;
-        case MARBLE_VALUE_DOUBLE: vals[i].kind = MARBLE__KV_DOUBLE; vals[i].d = v->d; break;
+        case MARBLE_VALUE_INT:
+            vals[i].kind = MARBLE__KV_INT;
+            vals[i].i = v->i;
+            break;
+        case MARBLE_VALUE_UINT:
+            vals[i].kind = MARBLE__KV_UINT;
+            vals[i].u = v->u;
+            break;
+        case MARBLE_VALUE_DOUBLE:
+            vals[i].kind = MARBLE__KV_DOUBLE;
+            vals[i].d = v->d;
+            break;
         case MARBLE_VALUE_BYTES:
             if (!v->bytes && v->len)
                 return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
@@ -204,8 +214,8 @@ int marble_db_get(marble_db *db, const char *table, marble_key key, const marble
     if (rc != MARBLE_OK) goto done;
     rc = marble__assembler_create(&t->codec, nproj < 0 ? NULL : proj, nproj, 0, &as, err);
     if (rc == MARBLE_OK)
-        rc = marble__assembler_add(as, k.data + MARBLE__PREFIX_LEN, k.len - MARBLE__PREFIX_LEN, 0, 1,
-                                   val.data, val.len, err);
+        rc = marble__assembler_add(as, k.data + MARBLE__PREFIX_LEN, k.len - MARBLE__PREFIX_LEN, 0,
+                                   1, val.data, val.len, err);
     if (rc == MARBLE_OK) rc = marble__assembler_schema(as, schema, err);
     if (rc == MARBLE_OK) {
         rc = marble__assembler_finish(as, row, err);
@@ -307,7 +317,8 @@ int marble_db_kv_get(marble_db *db, const marble_read_options *ro, const void *k
     return rc;
 }
 
-/* ---- iterators over a table ------------------------------------------------------------------- */
+/* ---- iterators over a table -------------------------------------------------------------------
+ */
 
 typedef struct iter_list {
     marble__iter **v;
@@ -384,7 +395,8 @@ int marble__db_table_iter(marble_db *db, const marble__table *t, const marble__r
     return rc;
 }
 
-/* ---- scans ------------------------------------------------------------------------------------ */
+/* ---- scans ------------------------------------------------------------------------------------
+ */
 
 typedef struct scan_state {
     marble_db *db;
@@ -394,7 +406,7 @@ typedef struct scan_state {
     marble__assembler *as;
     marble__bytes upper;
     int has_upper;
-    int upper_gt; /* stop when key > upper (inclusive full key); else when key >= upper */
+    int upper_gt;       /* stop when key > upper (inclusive full key); else when key >= upper */
     marble__bytes skip; /* an exclusive full-key lower bound still to skip */
     int has_skip;
     int64_t batch_rows;
@@ -413,10 +425,14 @@ typedef struct scan_state {
 static int errno_of(int code)
 {
     switch (code) {
-    case MARBLE_ERR_NO_MEMORY: return ENOMEM;
-    case MARBLE_ERR_INVALID_ARGUMENT: return EINVAL;
-    case MARBLE_ERR_UNSUPPORTED: return ENOTSUP;
-    default: return EIO;
+    case MARBLE_ERR_NO_MEMORY:
+        return ENOMEM;
+    case MARBLE_ERR_INVALID_ARGUMENT:
+        return EINVAL;
+    case MARBLE_ERR_UNSUPPORTED:
+        return ENOTSUP;
+    default:
+        return EIO;
     }
 }
 
@@ -458,7 +474,6 @@ static const char *scan_last_error(struct ArrowArrayStream *st)
     scan_state *s = st->private_data;
     return s && s->error[0] ? s->error : NULL;
 }
-
 
 int marble__scan_fast_path = 1;
 
@@ -669,7 +684,8 @@ static int fast_open(marble_db *db, scan_state *s, const marble__bytes *lower, i
         while (rc == MARBLE_OK && rlo < rhi) {
             int64_t mid = rlo + (rhi - rlo) / 2;
             rc = batch_key(s, &b, mid, err);
-            if (rc == MARBLE_OK && key_cmp(s->scratch.data, s->scratch.len, lower->data, lower->len) < 0)
+            if (rc == MARBLE_OK &&
+                key_cmp(s->scratch.data, s->scratch.len, lower->data, lower->len) < 0)
                 rlo = mid + 1;
             else
                 rhi = mid;
@@ -710,7 +726,8 @@ static int fast_next(scan_state *s, struct ArrowArray *out, marble_error *err)
         int rc = MARBLE_OK;
         if (s->has_skip) {
             rc = batch_key(s, &b, start, err);
-            if (rc == MARBLE_OK && key_cmp(s->scratch.data, s->scratch.len, s->skip.data, s->skip.len) == 0)
+            if (rc == MARBLE_OK &&
+                key_cmp(s->scratch.data, s->scratch.len, s->skip.data, s->skip.len) == 0)
                 start++;
             s->has_skip = 0;
         }
@@ -825,8 +842,7 @@ static int encode_bound(const marble__table *t, marble_key k, marble__bytes *out
 }
 
 static int scan_open(marble_db *db, marble__table *t, const marble_key_range *range,
-                     const marble_read_options *ro, struct ArrowArrayStream *out,
-                     marble_error *err)
+                     const marble_read_options *ro, struct ArrowArrayStream *out, marble_error *err)
 {
     int proj[MARBLE__MAX_COLUMNS], nproj;
     MARBLE_RETURN_NOT_OK(resolve_projection(t, ro, proj, &nproj, err));
@@ -868,8 +884,8 @@ static int scan_open(marble_db *db, marble__table *t, const marble_key_range *ra
             } else if (range->upper_inclusive) {
                 marble__bytes succ = {0};
                 int bounded;
-                rc = marble__key_prefix_successor(s->upper.data, s->upper.len, &succ, &bounded,
-                                                  err);
+                rc =
+                    marble__key_prefix_successor(s->upper.data, s->upper.len, &succ, &bounded, err);
                 marble__bytes_free(&s->upper);
                 s->upper = succ;
                 if (!bounded) s->has_upper = 0;
@@ -935,7 +951,8 @@ int marble_db_scan_prefix(marble_db *db, const char *table, marble_key prefix,
     return marble_db_scan(db, table, &r, ro, out, err);
 }
 
-/* ---- the key-value iterator ------------------------------------------------------------------- */
+/* ---- the key-value iterator -------------------------------------------------------------------
+ */
 
 struct marble_kv_iter {
     marble_db *db;

@@ -43,21 +43,42 @@ struct marble__iter {
 };
 
 /* Accessors (inline dispatch). */
-static inline int marble__iter_valid(marble__iter *it) { return it->ops->valid(it); }
-static inline void marble__iter_seek_to_first(marble__iter *it) { it->ops->seek_to_first(it); }
-static inline void marble__iter_seek_to_last(marble__iter *it) { it->ops->seek_to_last(it); }
+static inline int marble__iter_valid(marble__iter *it)
+{
+    return it->ops->valid(it);
+}
+static inline void marble__iter_seek_to_first(marble__iter *it)
+{
+    it->ops->seek_to_first(it);
+}
+static inline void marble__iter_seek_to_last(marble__iter *it)
+{
+    it->ops->seek_to_last(it);
+}
 static inline void marble__iter_seek(marble__iter *it, const void *k, size_t n)
 {
     it->ops->seek(it, k, n);
 }
-static inline void marble__iter_next(marble__iter *it) { it->ops->next(it); }
-static inline void marble__iter_prev(marble__iter *it) { it->ops->prev(it); }
+static inline void marble__iter_next(marble__iter *it)
+{
+    it->ops->next(it);
+}
+static inline void marble__iter_prev(marble__iter *it)
+{
+    it->ops->prev(it);
+}
 static inline const void *marble__iter_key(marble__iter *it, size_t *n)
 {
     return it->ops->key(it, n);
 }
-static inline uint64_t marble__iter_seq(marble__iter *it) { return it->ops->seq(it); }
-static inline int marble__iter_op(marble__iter *it) { return it->ops->op(it); }
+static inline uint64_t marble__iter_seq(marble__iter *it)
+{
+    return it->ops->seq(it);
+}
+static inline int marble__iter_op(marble__iter *it)
+{
+    return it->ops->op(it);
+}
 static inline const void *marble__iter_value(marble__iter *it, size_t *n)
 {
     return it->ops->value(it, n);

@@ -1022,8 +1022,9 @@ static int replay(marble__manifest *m, uint64_t number, marble__manifest_recover
     marble_error e;
     int rc = marble_fs_read_all(m->fs, uri, &data, &size, &e);
     if (rc == MARBLE_ERR_NOT_FOUND) {
-        rc = marble_error_set(err, MARBLE_ERR_CORRUPTION, "manifest %s: corruption: CURRENT names %s: %s",
-                              m->dir, name, e.message);
+        rc = marble_error_set(err, MARBLE_ERR_CORRUPTION,
+                              "manifest %s: corruption: CURRENT names %s: %s", m->dir, name,
+                              e.message);
         goto cleanup;
     }
     if (rc != MARBLE_OK) {
@@ -1069,8 +1070,8 @@ static int replay(marble__manifest *m, uint64_t number, marble__manifest_recover
         marble__edit_free(&ed);
         if (rc != MARBLE_OK) {
             if (rc != MARBLE_ERR_NO_MEMORY) rc = MARBLE_ERR_CORRUPTION;
-            rc = marble_error_set(err, rc, "manifest %s: corruption: record at offset %zu: %s",
-                                  uri, pos, e.message);
+            rc = marble_error_set(err, rc, "manifest %s: corruption: record at offset %zu: %s", uri,
+                                  pos, e.message);
             goto cleanup;
         }
         pthread_mutex_lock(&m->mu);

@@ -51,8 +51,8 @@ typedef struct marble__row_codec {
     int ncols;
     int n_value_cols;
     int bitmap_bytes;
-    marble__row_column *cols;   /* ncols entries */
-    marble__key_encoder keys;   /* MARBLE__KEY_REJECT_NULLS */
+    marble__row_column *cols; /* ncols entries */
+    marble__key_encoder keys; /* MARBLE__KEY_REJECT_NULLS */
 } marble__row_codec;
 
 /* Validates `schema` (supported types, 1..MARBLE__MAX_COLUMNS columns, unique non-empty names
@@ -70,8 +70,7 @@ int marble__row_encode(const marble__row_codec *c, const struct ArrowArray *batc
                        marble__bytes *out, marble_error *err);
 
 /* Checks that `value` parses as a row value of this codec (for WAL replay and tests). */
-int marble__row_check(const marble__row_codec *c, const void *value, size_t len,
-                      marble_error *err);
+int marble__row_check(const marble__row_codec *c, const void *value, size_t len, marble_error *err);
 
 typedef struct marble__assembler marble__assembler;
 
@@ -79,12 +78,12 @@ typedef struct marble__assembler marble__assembler;
  * with_meta: append "_seq" and "_op" (the SSTable layout). The output schema has the projected
  * columns with their names and types; key columns keep their nullability, value columns are
  * always nullable (deletes). */
-int marble__assembler_create(const marble__row_codec *c, const int *proj, int nproj,
-                             int with_meta, marble__assembler **out, marble_error *err);
+int marble__assembler_create(const marble__row_codec *c, const int *proj, int nproj, int with_meta,
+                             marble__assembler **out, marble_error *err);
 void marble__assembler_destroy(marble__assembler *a);
 /* Appends one entry. op: 0 delete (value must be empty), 1 put. */
-int marble__assembler_add(marble__assembler *a, const void *key, size_t klen, uint64_t seq,
-                          int op, const void *value, size_t vlen, marble_error *err);
+int marble__assembler_add(marble__assembler *a, const void *key, size_t klen, uint64_t seq, int op,
+                          const void *value, size_t vlen, marble_error *err);
 /* Appends row `row` of `src`, a batch laid out as the assembler's codec's table (its first ncols
  * children; trailing children such as an SSTable's _seq/_op are ignored: seq and op are always
  * the ones given). Used to copy rows from SSTable batches without going through row values. */

@@ -638,8 +638,8 @@ struct marble__sst {
     marble__bloom bloom;
     marble__key_encoder kenc; /* the codec's key columns over the file's schema (+ _seq, _op) */
     pthread_mutex_t mu;
-    cache_entry **cache;              /* nbatches slots */
-    int64_t ring[SST_CACHE_SLOTS];     /* decompressed batches cached, oldest first */
+    cache_entry **cache;           /* nbatches slots */
+    int64_t ring[SST_CACHE_SLOTS]; /* decompressed batches cached, oldest first */
     unsigned next_slot;
 };
 

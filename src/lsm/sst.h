@@ -10,8 +10,8 @@
  * Marble's index lives in the file too, where Arrow readers never look: after the IPC
  * end-of-stream marker and before the footer (marble_ipc_writer_finish_appendix). It holds
  * per batch the smallest and largest encoded key, row count and per-column min/max (zone
- * maps, for fixed-width columns, key columns included), the bloom filter of the file's keys, and a CRC32C of
- * every record batch's bytes (metadata + body) and of the index itself, closed by a fixed
+ * maps, for fixed-width columns, key columns included), the bloom filter of the file's keys, and a
+ * CRC32C of every record batch's bytes (metadata + body) and of the index itself, closed by a fixed
  * trailer (length, CRC, magic) that ends exactly where the Arrow footer starts.
  *
  * Keys here are the table's encoded keys (no table prefix): the db adds and strips prefixes.
@@ -30,10 +30,10 @@
 #include "marble/vfs.h"
 
 typedef struct marble__sst_options {
-    int batch_rows;                   /* rows per record batch; 0: 4096 */
+    int batch_rows;                     /* rows per record batch; 0: 4096 */
     marble_ipc_compression compression; /* body compression; default (0) uncompressed */
-    int compression_level;            /* 0: the codec's default */
-    int bloom_bits_per_key;           /* 0: no bloom filter; <0: default 10 */
+    int compression_level;              /* 0: the codec's default */
+    int bloom_bits_per_key;             /* 0: no bloom filter; <0: default 10 */
 } marble__sst_options;
 
 /* What finish reports (the manifest's file metadata). */

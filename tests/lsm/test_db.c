@@ -323,7 +323,8 @@ TEST(db_kv_api)
         ASSERT_EQ_INT(kl, 3);
         ASSERT_TRUE(memcmp(kp, "a\0b", 3) == 0);
         int n = 0;
-        for (marble_kv_iter_seek(it, "key", 3); marble_kv_iter_valid(it); marble_kv_iter_next(it)) n++;
+        for (marble_kv_iter_seek(it, "key", 3); marble_kv_iter_valid(it); marble_kv_iter_next(it))
+            n++;
         ASSERT_EQ_INT(n, 4999);
         marble_kv_iter_seek(it, "key000100", 9);
         marble_kv_iter_prev(it);
@@ -336,7 +337,8 @@ TEST(db_kv_api)
         kp = marble_kv_iter_key(it, &kl);
         ASSERT_TRUE(kl == 9 && memcmp(kp, "key004999", 9) == 0);
         n = 0;
-        for (; marble_kv_iter_valid(it); marble_kv_iter_prev(it)) n++;
+        for (; marble_kv_iter_valid(it); marble_kv_iter_prev(it))
+            n++;
         ASSERT_EQ_INT(n, 5001);
         CHECK_OK(marble_kv_iter_status(it, &err));
         marble_kv_iter_destroy(it);
@@ -533,7 +535,8 @@ TEST(db_random_differential_scans)
         if (phase == 2) CHECK_OK(marble_db_flush(db, &err));
         if (phase >= 4) CHECK_OK(marble_db_compact(db, NULL, &err));
         for (int q = 0; q < 30; q++) {
-            int64_t lo = q == 0 ? -1 : (int64_t)(rnd() % N), hi = q == 0 ? -1 : lo + (int64_t)(rnd() % 500);
+            int64_t lo = q == 0 ? -1 : (int64_t)(rnd() % N),
+                    hi = q == 0 ? -1 : lo + (int64_t)(rnd() % 500);
             int lo_excl = (int)(rnd() % 2), hi_incl = (int)(rnd() % 2);
             for (int fast = 0; fast < 2; fast++) {
                 marble__scan_fast_path = fast;
@@ -543,9 +546,12 @@ TEST(db_random_differential_scans)
                     if (!present[id]) continue;
                     if (lo >= 0 && (id < lo || (lo_excl && id == lo))) continue;
                     if (hi >= 0 && (id > hi || (!hi_incl && id == hi))) continue;
-                    if (k >= n) FAIL("phase %d fast %d [%" PRId64 ",%" PRId64 "]: missing %" PRId64, phase, fast, lo, hi, id);
+                    if (k >= n)
+                        FAIL("phase %d fast %d [%" PRId64 ",%" PRId64 "]: missing %" PRId64, phase,
+                             fast, lo, hi, id);
                     if (ids[k] != id || vs[k] != model[id])
-                        FAIL("phase %d fast %d: row %" PRId64 " is (%" PRId64 ", %g), want (%" PRId64 ", %g)",
+                        FAIL("phase %d fast %d: row %" PRId64 " is (%" PRId64
+                             ", %g), want (%" PRId64 ", %g)",
                              phase, fast, k, ids[k], vs[k], id, model[id]);
                     k++;
                 }

@@ -1,6 +1,7 @@
 /* Regression tests from a review of src/lsm/db.c and db_read.c: each TEST failed or hung before
  * its fix (drop vs flush/compaction races, L0 stop without auto compaction, next-file-number
- * going back), plus a concurrency stress test for ASan/TSan. Uses the private headers to look at the manifest's versions. */
+ * going back), plus a concurrency stress test for ASan/TSan. Uses the private headers to look at
+ * the manifest's versions. */
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -209,8 +210,10 @@ TEST(db_drop_table_during_flush_leaks_files)
         if (fa.rc != MARBLE_OK) FAIL("flush: %d %s", fa.rc, fa.err.message);
         uint64_t ex = 0;
         size_t n = orphan_files(db, &ex);
-        if (n) FAIL("round %d: %zu file(s) of the dropped table (e.g. %06" PRIu64
-                    ".arrow) stay in the manifest", round, n, ex);
+        if (n)
+            FAIL("round %d: %zu file(s) of the dropped table (e.g. %06" PRIu64
+                 ".arrow) stay in the manifest",
+                 round, n, ex);
     }
     CHECK_OK(marble_db_close(db, &err));
 }
@@ -393,8 +396,10 @@ static void *drop_loop(void *p)
         create_named(d->db, name);
         int rc = marble_db_drop_table(d->db, name, &err);
         if (rc != MARBLE_OK) FAIL("drop %s: %s (another thread dropped it)", name, err.message);
-        if (table_listed(d->db, name)) FAIL("drop %s returned OK but the table is still there", name);
-        if (!table_listed(d->db, keep)) FAIL("table %s vanished: a drop of another table hit it", keep);
+        if (table_listed(d->db, name))
+            FAIL("drop %s returned OK but the table is still there", name);
+        if (!table_listed(d->db, keep))
+            FAIL("table %s vanished: a drop of another table hit it", keep);
     }
     return NULL;
 }
@@ -428,7 +433,8 @@ TEST(db_concurrent_drops_drop_the_wrong_table)
     CHECK_OK(marble_db_close(db, &err));
 }
 
-/* ---- everything at once (run under TSan/ASan) ------------------------------------------------- */
+/* ---- everything at once (run under TSan/ASan) -------------------------------------------------
+ */
 
 static void *reader_thread(void *p)
 {
@@ -438,8 +444,10 @@ static void *reader_thread(void *p)
         void *v;
         size_t vl;
         int rc = marble_db_kv_get(s->db, NULL, "k00000007", 9, &v, &vl, &err);
-        if (rc == MARBLE_OK) marble_free(v);
-        else if (rc != MARBLE_ERR_NOT_FOUND) FAIL("kv_get: %s", err.message);
+        if (rc == MARBLE_OK)
+            marble_free(v);
+        else if (rc != MARBLE_ERR_NOT_FOUND)
+            FAIL("kv_get: %s", err.message);
         marble_snapshot *snap;
         CHECK_OK(marble_db_snapshot_create(s->db, &snap, &err));
         marble_read_options ro = {0};
