@@ -1385,15 +1385,20 @@ static int check_db(marble_db *db, marble_error *err)
     return MARBLE_OK;
 }
 
-/* Per-thread encoding buffers of the write calls: they stay reachable while a leader commits
- * them (their writer waits in the queue), and are trimmed after big writes. */
-static _Thread_local marble__bytes tl_payload, tl_key, tl_val;
+/* The write calls encode into per-thread scratch (scratch.h): it stays put while a group leader
+ * commits it (its writer waits in the queue) and is trimmed after big writes. */
+#define WSCRATCH(err)                                                                              \
+    marble__scratch *sc_ = marble__scratch_get();                                                  \
+    if (!sc_) return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");                 \
+    marble__bytes *tl_payload = &sc_->b[MARBLE__SCRATCH_WPAYLOAD];                                 \
+    marble__bytes *tl_key = &sc_->b[MARBLE__SCRATCH_WKEY];                                         \
+    marble__bytes *tl_val = &sc_->b[MARBLE__SCRATCH_WVAL]
 
-static void scratch_trim(void)
+static void scratch_trim(marble__bytes *p, marble__bytes *k, marble__bytes *v)
 {
-    if (tl_payload.cap > ((size_t)4 << 20)) marble__bytes_free(&tl_payload);
-    if (tl_key.cap > ((size_t)1 << 20)) marble__bytes_free(&tl_key);
-    if (tl_val.cap > ((size_t)4 << 20)) marble__bytes_free(&tl_val);
+    marble__scratch_trim(p, (size_t)4 << 20);
+    marble__scratch_trim(k, (size_t)1 << 20);
+    marble__scratch_trim(v, (size_t)4 << 20);
 }
 
 static int write_rows(marble_db *db, const char *table, const struct ArrowSchema *schema,
@@ -1404,12 +1409,20 @@ static int write_rows(marble_db *db, const char *table, const struct ArrowSchema
     if (!table) return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "table name is NULL");
     marble__table *t = marble__db_find_table(db, table);
     if (!t) return marble__db_table_error(table, err);
+    marble__scratch *sc_ = marble__scratch_get();
+    if (!sc_) {
+        marble__table_unref(t);
+        return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
+    }
+    marble__bytes *tl_payload = &sc_->b[MARBLE__SCRATCH_WPAYLOAD];
+    marble__bytes *tl_key = &sc_->b[MARBLE__SCRATCH_WKEY];
+    marble__bytes *tl_val = &sc_->b[MARBLE__SCRATCH_WVAL];
     uint32_t count = 0;
-    int rc = payload_start(&tl_payload, err);
+    int rc = payload_start(tl_payload, err);
     if (rc == MARBLE_OK)
-        rc = encode_batch(t, schema, batch, op, &tl_payload, &tl_key, &tl_val, &count, err);
-    if (rc == MARBLE_OK) rc = commit_payload(db, &tl_payload, count, wo, err);
-    scratch_trim();
+        rc = encode_batch(t, schema, batch, op, tl_payload, tl_key, tl_val, &count, err);
+    if (rc == MARBLE_OK) rc = commit_payload(db, tl_payload, count, wo, err);
+    scratch_trim(tl_payload, tl_key, tl_val);
     marble__table_unref(t);
     return rc;
 }
@@ -1434,12 +1447,19 @@ int marble_db_delete_key(marble_db *db, const char *table, marble_key key,
     if (!table) return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "table name is NULL");
     marble__table *t = marble__db_find_table(db, table);
     if (!t) return marble__db_table_error(table, err);
-    tl_key.len = 0;
-    int rc = marble__db_encode_key(t, key, 1, &tl_key, err);
-    if (rc == MARBLE_OK) rc = payload_start(&tl_payload, err);
-    if (rc == MARBLE_OK) rc = payload_add(&tl_payload, 0, tl_key.data, tl_key.len, NULL, 0, err);
-    if (rc == MARBLE_OK) rc = commit_payload(db, &tl_payload, 1, wo, err);
-    scratch_trim();
+    marble__scratch *sc_ = marble__scratch_get();
+    if (!sc_) {
+        marble__table_unref(t);
+        return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
+    }
+    marble__bytes *tl_payload = &sc_->b[MARBLE__SCRATCH_WPAYLOAD];
+    marble__bytes *tl_key = &sc_->b[MARBLE__SCRATCH_WKEY];
+    tl_key->len = 0;
+    int rc = marble__db_encode_key(t, key, 1, tl_key, err);
+    if (rc == MARBLE_OK) rc = payload_start(tl_payload, err);
+    if (rc == MARBLE_OK) rc = payload_add(tl_payload, 0, tl_key->data, tl_key->len, NULL, 0, err);
+    if (rc == MARBLE_OK) rc = commit_payload(db, tl_payload, 1, wo, err);
+    scratch_trim(tl_payload, tl_key, &sc_->b[MARBLE__SCRATCH_WVAL]);
     marble__table_unref(t);
     return rc;
 }
@@ -1478,12 +1498,13 @@ static int kv_write(marble_db *db, const void *key, size_t klen, const void *val
                     int op, const marble_write_options *wo, marble_error *err)
 {
     MARBLE_RETURN_NOT_OK(check_db(db, err));
-    int rc = kv_encode(key, klen, value, vlen, op, &tl_key, &tl_val, err);
-    if (rc == MARBLE_OK) rc = payload_start(&tl_payload, err);
+    WSCRATCH(err);
+    int rc = kv_encode(key, klen, value, vlen, op, tl_key, tl_val, err);
+    if (rc == MARBLE_OK) rc = payload_start(tl_payload, err);
     if (rc == MARBLE_OK)
-        rc = payload_add(&tl_payload, op, tl_key.data, tl_key.len, tl_val.data, tl_val.len, err);
-    if (rc == MARBLE_OK) rc = commit_payload(db, &tl_payload, 1, wo, err);
-    scratch_trim();
+        rc = payload_add(tl_payload, op, tl_key->data, tl_key->len, tl_val->data, tl_val->len, err);
+    if (rc == MARBLE_OK) rc = commit_payload(db, tl_payload, 1, wo, err);
+    scratch_trim(tl_payload, tl_key, tl_val);
     return rc;
 }
 

@@ -27,6 +27,7 @@
 #include "lsm/manifest.h"
 #include "lsm/memtable.h"
 #include "lsm/rowcodec.h"
+#include "lsm/scratch.h"
 #include "lsm/sst.h"
 #include "lsm/wal.h"
 #include "marble/db.h"

@@ -284,14 +284,16 @@ int marble_db_kv_get(marble_db *db, const marble_read_options *ro, const void *k
         return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "db, value or vlen is NULL");
     MARBLE_RETURN_NOT_OK(check_snapshot(db, ro, err));
     /* per-thread scratch: a get allocates only its result once warm */
-    static _Thread_local marble__bytes k, val;
-    int rc = kv_key_encode(key, klen, 1, &k, err);
+    marble__scratch *sc = marble__scratch_get();
+    if (!sc) return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
+    marble__bytes *kp = &sc->b[MARBLE__SCRATCH_GKEY], *vp = &sc->b[MARBLE__SCRATCH_GVAL];
+    int rc = kv_key_encode(key, klen, 1, kp, err);
     if (rc != MARBLE_OK) return rc;
     marble__readview rv = {0};
     atomic_fetch_add_explicit(&db->st_gets, 1, memory_order_relaxed);
     marble__db_readview_acquire(db, ro ? ro->snapshot : NULL, &rv);
     int op = 0;
-    rc = lookup(db, db->kv, &rv, k.data, k.len, &op, &val, err);
+    rc = lookup(db, db->kv, &rv, kp->data, kp->len, &op, vp, err);
     marble__db_readview_release(&rv);
     if (rc == MARBLE_OK && !op) rc = MARBLE_ERR_NOT_FOUND;
     if (rc == MARBLE_ERR_NOT_FOUND) {
@@ -299,7 +301,7 @@ int marble_db_kv_get(marble_db *db, const marble_read_options *ro, const void *k
     } else if (rc == MARBLE_OK) {
         const uint8_t *d;
         size_t n;
-        if (kv_value(val.data, val.len, &d, &n) != MARBLE_OK) {
+        if (kv_value(vp->data, vp->len, &d, &n) != MARBLE_OK) {
             rc = marble_error_set(err, MARBLE_ERR_CORRUPTION, "%s: corruption: bad key-value row",
                                   db->uri);
         } else {
@@ -312,8 +314,8 @@ int marble_db_kv_get(marble_db *db, const marble_read_options *ro, const void *k
             }
         }
     }
-    if (k.cap > ((size_t)1 << 20)) marble__bytes_free(&k);
-    if (val.cap > ((size_t)1 << 20)) marble__bytes_free(&val);
+    marble__scratch_trim(kp, (size_t)1 << 20);
+    marble__scratch_trim(vp, (size_t)1 << 20);
     return rc;
 }
 

@@ -29,6 +29,7 @@
 
 #include "lsm/bloom.h"
 #include "lsm/sst.h"
+#include "lsm/scratch.h"
 #include "marble/base.h"
 
 #define SST_MAGIC "MRBLSST1"
@@ -1315,10 +1316,12 @@ int marble__sst_get(marble__sst *s, const void *key, size_t klen, uint64_t snaps
     int64_t b = find_batch(s, key, klen);
     /* per-thread scratch: a lookup allocates nothing once warm (freed at thread exit is not
      * needed: it stays reachable through the thread-local pointer) */
-    static _Thread_local marble__bytes scratch, raw;
-    scratch.len = 0;
+    marble__scratch *sc = marble__scratch_get();
+    if (!sc) return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "%s: out of memory", s->uri);
+    marble__bytes *scratchp = &sc->b[MARBLE__SCRATCH_SST], *rawp = &sc->b[MARBLE__SCRATCH_SST_RAW];
+    scratchp->len = 0;
     int rcol = raw_key_column(s);
-    if (rcol >= 0 && !raw_key(key, klen, &raw)) rcol = -1;
+    if (rcol >= 0 && !raw_key(key, klen, rawp)) rcol = -1;
     int rc = MARBLE_ERR_NOT_FOUND, seen = 0;
     for (; b < s->nbatches; b++) {
         const uint8_t *sm, *lg;
@@ -1334,19 +1337,19 @@ int marble__sst_get(marble__sst *s, const void *key, size_t klen, uint64_t snaps
         const struct ArrowArray *a = &e->array;
         int64_t row;
         if (rcol >= 0)
-            row = raw_lower_bound(a, rcol, raw.data, raw.len);
+            row = raw_lower_bound(a, rcol, rawp->data, rawp->len);
         else
-            r = lower_bound(s, a, key, klen, &scratch, &row, err);
+            r = lower_bound(s, a, key, klen, scratchp, &row, err);
         int done = 0;
         for (; r == MARBLE_OK && row < a->length; row++) {
             int c;
             if (rcol >= 0) {
-                c = raw_cmp(a, rcol, row, raw.data, raw.len);
+                c = raw_cmp(a, rcol, row, rawp->data, rawp->len);
             } else {
-                scratch.len = 0;
-                r = marble__key_encode_row(&s->kenc, a, row, &scratch, err);
+                scratchp->len = 0;
+                r = marble__key_encode_row(&s->kenc, a, row, scratchp, err);
                 if (r != MARBLE_OK) break;
-                c = key_cmp(scratch.data, scratch.len, key, klen);
+                c = key_cmp(scratchp->data, scratchp->len, key, klen);
             }
             if (c != 0) {
                 done = 1;
@@ -1370,8 +1373,8 @@ int marble__sst_get(marble__sst *s, const void *key, size_t klen, uint64_t snaps
         }
         if (done) break;
     }
-    if (scratch.cap > ((size_t)1 << 20)) marble__bytes_free(&scratch);
-    if (raw.cap > ((size_t)1 << 20)) marble__bytes_free(&raw);
+    marble__scratch_trim(scratchp, (size_t)1 << 20);
+    marble__scratch_trim(rawp, (size_t)1 << 20);
     if (rc == MARBLE_ERR_NOT_FOUND && s->has_bloom && !seen) count(&st_bloom_fp);
     if (rc == MARBLE_ERR_NOT_FOUND) marble_error_set(err, rc, "%s: key not found", s->uri);
     return rc;
@@ -1474,13 +1477,14 @@ void marble__sst_iter_seek(marble__sst_iter *it, const void *key, size_t klen)
     if (b >= it->s->nbatches || !iter_load(it, b)) return;
     int64_t row;
     int rc = MARBLE_OK;
-    static _Thread_local marble__bytes raw;
-    int rcol = raw_key_column(it->s);
-    if (rcol >= 0 && raw_key(key, klen, &raw))
-        row = raw_lower_bound(&it->e->array, rcol, raw.data, raw.len);
+    marble__scratch *sc = marble__scratch_get();
+    marble__bytes *raw = sc ? &sc->b[MARBLE__SCRATCH_ITER_RAW] : NULL;
+    int rcol = raw ? raw_key_column(it->s) : -1;
+    if (rcol >= 0 && raw_key(key, klen, raw))
+        row = raw_lower_bound(&it->e->array, rcol, raw->data, raw->len);
     else
         rc = lower_bound(it->s, &it->e->array, key, klen, &it->key, &row, &it->err);
-    if (raw.cap > ((size_t)1 << 20)) marble__bytes_free(&raw);
+    if (raw) marble__scratch_trim(raw, (size_t)1 << 20);
     if (rc != MARBLE_OK) {
         iter_fail(it, rc == MARBLE_ERR_NO_MEMORY ? rc : MARBLE_ERR_CORRUPTION);
         return;
