@@ -63,11 +63,33 @@ static inline marble__memtable_node *load_next(const marble__memtable_node *n, i
                                 memory_order_acquire);
 }
 
+static inline uint64_t load_be64(const unsigned char *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+#if defined(__GNUC__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    v = __builtin_bswap64(v);
+#elif !defined(__GNUC__)
+    v = ((uint64_t)p[0] << 56) | ((uint64_t)p[1] << 48) | ((uint64_t)p[2] << 40) |
+        ((uint64_t)p[3] << 32) | ((uint64_t)p[4] << 24) | ((uint64_t)p[5] << 16) |
+        ((uint64_t)p[6] << 8) | p[7];
+#endif
+    return v;
+}
+
+/* Bytewise order, a proper prefix first. Compares 8 bytes at a time as big-endian words: keys
+ * are short and the comparison runs on every skiplist step, where a libc call costs more than
+ * the compare. */
 static int compare_user(const void *a, size_t alen, const void *b, size_t blen)
 {
-    size_t n = alen < blen ? alen : blen;
-    int c = n ? memcmp(a, b, n) : 0;
-    if (c) return c;
+    const unsigned char *x = a, *y = b;
+    size_t n = alen < blen ? alen : blen, i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t u = load_be64(x + i), v = load_be64(y + i);
+        if (u != v) return u < v ? -1 : 1;
+    }
+    for (; i < n; i++)
+        if (x[i] != y[i]) return x[i] < y[i] ? -1 : 1;
     return alen < blen ? -1 : alen > blen;
 }
 
