@@ -9,5 +9,6 @@
 #include "marble/vfs.h"
 #include "marble/arrow.h"
 #include "marble/db.h"
+#include "marble/remote.h"
 
 #endif
