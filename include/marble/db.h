@@ -24,6 +24,15 @@
  * a database held by another process (MARBLE_ERR_BUSY naming the lock holder). After a failed
  * WAL write or sync the database refuses further writes (the error is sticky); reopen it.
  *
+ * Object storage ("s3://bucket/prefix", or any backend without appends or atomic renames):
+ * SSTables are objects, written whole; the manifest is a sequence of objects MANIFEST-N, each
+ * the whole state, created with a conditional create and completed before the previous one is
+ * removed, so an update is never lost or half-applied (open takes the highest N). The WAL needs
+ * appends: it lives at wal_uri, a local directory, with the durability of the sync mode there
+ * (a write acknowledged under MARBLE_SYNC_GROUP survives a crash of the process or machine as
+ * long as that disk does; data in SSTables is as durable as the object store). There is no LOCK
+ * object: run one writer per database.
+ *
  * Thread safety: a marble_db may be used from any number of threads at once. A write batch, an
  * iterator and a stream are for one thread at a time. Snapshots, iterators and streams must be
  * released before marble_db_close (which otherwise returns MARBLE_ERR_BUSY and closes nothing).
@@ -80,6 +89,8 @@ typedef struct marble_db_options {
     int bloom_bits_per_key;             /* 10 (about 1% false positives); 0: no filters */
     int verify_checksums;               /* 1: check each SSTable batch's CRC32C on first read */
     size_t handle_pool_size;            /* 0: the handle pool's default */
+    const char *wal_uri;                /* NULL: "<uri>/wal"; required (a local directory) for a
+                                           database on object storage, see above */
 } marble_db_options;
 
 MARBLE_API void marble_db_options_init(marble_db_options *opts);

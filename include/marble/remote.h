@@ -50,13 +50,34 @@ MARBLE_API void marble_http_options_init(marble_http_options *o);
 MARBLE_API int marble_vfs_http_create(const marble_http_options *o, int secure, marble_vfs **out,
                                       marble_error *err);
 
+/* What an HTTP backend has done since it was created, read through its control():
+ * v->control(v, MARBLE_HTTP_CONTROL_GET_STATS, &stats) (relaxed counters: monitoring and tests).
+ * MARBLE_HTTP_CONTROL_SET_BODY_LIMIT (arg: const size_t *) sets the most bytes the whole-body
+ * fallback buffers for a server that ignores ranges (default 256 MiB); a larger body is
+ * MARBLE_ERR_LIMIT naming the URL. */
+typedef struct marble_http_stats {
+    uint64_t requests;        /* requests sent, retries included */
+    uint64_t heads, gets;     /* of which HEAD and GET */
+    uint64_t retries;         /* requests repeated after a transient failure */
+    uint64_t full_body_reads; /* ranges ignored by the server: whole bodies buffered */
+    uint64_t bytes;           /* body bytes received */
+} marble_http_stats;
+
+enum marble_http_control {
+    MARBLE_HTTP_CONTROL_GET_STATS = 0x4801,     /* arg: marble_http_stats * */
+    MARBLE_HTTP_CONTROL_SET_BODY_LIMIT = 0x4802 /* arg: const size_t * */
+};
+
 /* ---- S3-compatible object storage ---------------------------------------------------------------
  * Paths are "bucket/key". Requests are signed with AWS Signature V4 by libcurl
  * (CURLOPT_AWS_SIGV4); XML responses are parsed with libxml2. Operations: stat = HEAD (a key
  * that is only a prefix of others is a directory), read = ranged GET, list = ListObjectsV2 with
  * delimiter "/" and continuation tokens, remove = DELETE, mkdir = nothing to do (prefixes are
- * implicit; always MARBLE_OK), rename = copy + delete (not atomic: no ATOMIC_RENAME cap), sync_dir
- * = nothing to do (MARBLE_OK: a completed PUT is durable).
+ * implicit, but an empty directory is kept as a zero-byte marker object "dir/", as the S3 console
+ * does; MARBLE_ERR_EXISTS when the prefix exists), rename = copy + delete (files only; not atomic:
+ * no ATOMIC_RENAME cap), sync_dir = nothing to do (MARBLE_OK: a completed PUT is durable).
+ * Opening a key for writing checks, as POSIX does, that its parent "directory" exists (the bucket,
+ * a marker or a prefix of other keys): MARBLE_ERR_NOT_FOUND otherwise.
  * Writing: open with WRITE|CREATE (TRUNCATE implied; APPEND and random writes are
  * MARBLE_ERR_UNSUPPORTED) returns a sequential write stream. Objects up to part_size are sent
  * with one PUT; larger ones with a multipart upload whose parts are uploaded in parallel (on
@@ -90,6 +111,31 @@ MARBLE_API void marble_s3_options_init(marble_s3_options *o);
  * fails with MARBLE_ERR_PERMISSION saying which variable to set. */
 MARBLE_API int marble_vfs_s3_create(const marble_s3_options *o, marble_vfs **out,
                                     marble_error *err);
+
+/* Counters of an S3 backend (relaxed; for tests and monitoring). */
+typedef struct marble_s3_stats {
+    uint64_t requests;            /* HTTP requests sent, retries included */
+    uint64_t retries;             /* requests repeated after a transient failure */
+    uint64_t puts;                /* single-request uploads */
+    uint64_t multipart_uploads;   /* multipart uploads started */
+    uint64_t parts;               /* parts uploaded */
+    uint64_t aborts;              /* AbortMultipartUpload requests sent */
+    uint64_t abort_failures;      /* of those, the ones the server refused or that failed */
+    uint64_t max_parts_in_flight; /* the most parts of one upload in flight at once */
+} marble_s3_stats;
+
+/* Backend control() operations of the S3 backend (marble_vfs.control; others are
+ * MARBLE_ERR_UNSUPPORTED). */
+enum marble_s3_control {
+    MARBLE_S3_CTL_GET_STATS = 0x5301,     /* arg: marble_s3_stats * */
+    MARBLE_S3_CTL_SET_LIST_PAGE = 0x5302, /* arg: const int *; keys per ListObjectsV2 page,
+                                             1..1000 (default 1000) */
+    MARBLE_S3_CTL_FAIL_PART = 0x5303,     /* arg: const int *; test hook: the nth UploadPart from
+                                             now (1-based) fails with MARBLE_ERR_IO; 0 disarms */
+    MARBLE_S3_CTL_DELETE_PREFIX = 0x5304  /* arg: const char * "bucket/prefix": removes every key
+                                             that starts with the prefix with DeleteObjects
+                                             (batches of 1000); returns MARBLE_OK or a code */
+};
 
 /* ---- block cache ------------------------------------------------------------------------------
  * A process-wide cache of fixed-size blocks of files, bounded in bytes (LRU), shared by every

@@ -1944,6 +1944,9 @@ static int lock_db(marble_db *db, marble_error *err)
     g_locks[g_nlocks++] = db->lock_key;
     pthread_mutex_unlock(&g_locks_mu);
 
+    /* object stores have no locks: one writer per database is the caller's to ensure (the
+     * manifest's conditional creates fence a second writer where the store supports them) */
+    if (db->object_store) return MARBLE_OK;
     rc = marble_fs_open(db->fs, lock_uri, MARBLE_OPEN_READ | MARBLE_OPEN_WRITE | MARBLE_OPEN_CREATE,
                         &db->lock_file, err);
     if (rc != MARBLE_OK) return rc;
@@ -2069,6 +2072,7 @@ static void db_free(marble_db *db)
     pthread_mutex_destroy(&db->tc_mu);
     pthread_cond_destroy(&db->cv);
     free(db->uri);
+    free(db->wal_uri);
     free(db);
 }
 
@@ -2117,6 +2121,11 @@ int marble_db_open(const char *uri, const marble_db_options *opts, marble_db **o
     db->snapshots.next = db->snapshots.prev = &db->snapshots;
     db->opts = o;
     db->uri = xstrdup(uri);
+    if (o.wal_uri) { /* the caller's string need not outlive the call */
+        db->wal_uri = xstrdup(o.wal_uri);
+        db->opts.wal_uri = db->wal_uri;
+        o.wal_uri = db->wal_uri;
+    }
     int group_inited = 0;
     int rc = db->uri ? MARBLE_OK : marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
     if (rc != MARBLE_OK) goto fail;
@@ -2154,6 +2163,23 @@ int marble_db_open(const char *uri, const marble_db_options *opts, marble_db **o
                               db->uri);
         goto fail;
     }
+    {
+        marble_vfs *bv;
+        const char *bpath;
+        rc = marble_fs_resolve(db->fs, db->uri, &bv, &bpath, err);
+        if (rc != MARBLE_OK) goto fail;
+        /* an object store: no appends or atomic renames (see db.h, "object storage") */
+        db->object_store = (bv->caps & MARBLE_CAP_APPEND) == 0 ||
+                           (bv->caps & MARBLE_CAP_ATOMIC_RENAME) == 0;
+        if (db->object_store && !o.wal_uri) {
+            rc = marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
+                                  "database %s is on object storage (%s), where the write-ahead "
+                                  "log cannot append: set marble_db_options.wal_uri to a local "
+                                  "directory",
+                                  db->uri, bv->name);
+            goto fail;
+        }
+    }
     rc = marble_fs_mkdir(db->fs, db->uri, 1, err);
     if (rc != MARBLE_OK) goto fail;
     rc = lock_db(db, err);
@@ -2161,7 +2187,7 @@ int marble_db_open(const char *uri, const marble_db_options *opts, marble_db **o
     marble_handle_pool_options po = {o.handle_pool_size, 0};
     rc = marble_handle_pool_create(db->fs, &po, &db->pool, err);
     if (rc != MARBLE_OK) goto fail;
-    marble__manifest_options mo = {0, 1, 0};
+    marble__manifest_options mo = {0, 1, 0, db->object_store};
     rc = marble__manifest_open(db->fs, db->uri, &mo, &db->manifest, NULL, err);
     if (rc != MARBLE_OK) goto fail;
     db->current = marble__manifest_current(db->manifest);
@@ -2192,7 +2218,10 @@ int marble_db_open(const char *uri, const marble_db_options *opts, marble_db **o
     rc = memref_new(&db->mem, err);
     if (rc != MARBLE_OK) goto fail;
     char wal_uri[4096];
-    snprintf(wal_uri, sizeof wal_uri, "%s/wal", db->uri);
+    if (o.wal_uri)
+        snprintf(wal_uri, sizeof wal_uri, "%s", o.wal_uri);
+    else
+        snprintf(wal_uri, sizeof wal_uri, "%s/wal", db->uri);
     replay_ctx rcx = {db, flushed_seq, flushed_seq, err};
     marble__wal_replay_stats rs;
     rc = marble__wal_replay(db->fs, wal_uri, log_number, replay_record, &rcx, &rs, err);
@@ -2538,7 +2567,10 @@ uint64_t marble_db_disk_size(marble_db *db)
     size_ctx c = {db, 0, db->uri};
     marble_fs_list(db->fs, db->uri, add_size, &c, NULL);
     char wal[4096];
-    snprintf(wal, sizeof wal, "%s/wal", db->uri);
+    if (db->opts.wal_uri)
+        snprintf(wal, sizeof wal, "%s", db->opts.wal_uri);
+    else
+        snprintf(wal, sizeof wal, "%s/wal", db->uri);
     c.dir = wal;
     marble_fs_list(db->fs, wal, add_size, &c, NULL);
     return c.total;

@@ -78,6 +78,7 @@ struct marble_snapshot {
 
 struct marble_db {
     char *uri;
+    char *wal_uri; /* a copy of opts.wal_uri, or NULL */
     marble_fs *fs;
     int own_fs;
     marble_sched *sched;
@@ -86,6 +87,7 @@ struct marble_db {
     marble_handle_pool *pool;
     marble__manifest *manifest;
     marble__version *current; /* what readers see (under mu); see apply_edit */
+    int object_store;          /* the directory's backend lacks append or atomic rename */
     marble__wal *wal;
     marble_file *lock_file;
     char *lock_key;

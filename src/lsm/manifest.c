@@ -68,6 +68,7 @@ struct marble__manifest {
     marble_fs *fs;
     char *dir;
     uint64_t max_size;
+    int object_store; /* see marble__manifest_options */
     pthread_mutex_t write_mu;
     pthread_mutex_t mu;
     marble__version *current;
@@ -836,8 +837,62 @@ static int fail_sticky(marble__manifest *m, int rc, marble_error *e, marble_erro
 }
 
 /* Under write_mu: snapshot into MANIFEST-(number+1), then switch CURRENT to it. */
+/* Object-store mode: writes version v as the new object MANIFEST-(n+1), then removes the old. */
+static int write_object_locked(marble__manifest *m, const marble__version *v, marble_error *err)
+{
+    uint64_t no = m->number + 1;
+    char name[NAME_MAX_LEN], old_name[NAME_MAX_LEN];
+    manifest_name(name, no);
+    char *uri = join(m->dir, name), *old = NULL;
+    unsigned char *rec = NULL;
+    size_t len = 0;
+    marble__version_edit snap;
+    marble__edit_init(&snap);
+    marble_file *f = NULL;
+    marble_error e;
+    marble_error_clear(&e);
+    int rc = MARBLE_OK;
+    if (m->number) {
+        manifest_name(old_name, m->number);
+        old = join(m->dir, old_name);
+    }
+    if (!uri || (m->number && !old) || marble__version_to_edit(v, &snap) != MARBLE_OK) {
+        rc = marble_error_set(err, MARBLE_ERR_NO_MEMORY, "manifest %s: write", m->dir);
+        goto cleanup;
+    }
+    rc = frame_record(no, &snap, &rec, &len, err);
+    if (rc != MARBLE_OK) goto cleanup;
+    rc = marble_fs_open(m->fs, uri,
+                        MARBLE_OPEN_WRITE | MARBLE_OPEN_CREATE | MARBLE_OPEN_TRUNCATE |
+                            MARBLE_OPEN_EXCLUSIVE,
+                        &f, &e);
+    if (rc == MARBLE_OK) rc = marble_file_append(f, rec, len, &e);
+    if (rc == MARBLE_OK) rc = marble_file_sync(f, MARBLE_SYNC_FULL, &e);
+    if (f) {
+        int crc = marble_file_close(f, rc == MARBLE_OK ? &e : NULL);
+        if (rc == MARBLE_OK) rc = crc;
+    }
+    if (rc != MARBLE_OK) {
+        marble_error cause = e;
+        marble_error_set(&e, rc, "manifest %s: writing %s: %s", m->dir, name, cause.message);
+        rc = fail_sticky(m, rc, &e, err);
+        goto cleanup;
+    }
+    m->number = no;
+    m->size = len;
+    if (old) marble_fs_remove(m->fs, old, NULL);
+cleanup:
+    marble__edit_free(&snap);
+    free(rec);
+    free(uri);
+    free(old);
+    return rc;
+}
+
 static int roll_locked(marble__manifest *m, marble_error *err)
 {
+    if (m->object_store) return write_object_locked(m, m->current, err);
+    {
     uint64_t no = m->number + 1;
     char name[NAME_MAX_LEN], old_name[NAME_MAX_LEN];
     manifest_name(name, no);
@@ -894,6 +949,7 @@ cleanup:
     free(cur);
     free(old);
     return rc;
+    }
 }
 
 int marble__manifest_roll(marble__manifest *m, marble_error *err)
@@ -925,6 +981,11 @@ int marble__manifest_apply(marble__manifest *m, const marble__version_edit *edit
     }
     rc = version_build(m->current, edit, &nv, err);
     if (rc != MARBLE_OK) goto cleanup;
+    if (m->object_store) {
+        rc = write_object_locked(m, nv, err);
+        if (rc != MARBLE_OK) goto cleanup;
+        goto install;
+    }
     if (m->size >= m->max_size) {
         rc = roll_locked(m, err);
         if (rc != MARBLE_OK) goto cleanup;
@@ -940,6 +1001,7 @@ int marble__manifest_apply(marble__manifest *m, const marble__version_edit *edit
         goto cleanup;
     }
     m->size += len;
+install:
     pthread_mutex_lock(&m->mu);
     version_install_locked(m, nv);
     atomic_store_explicit(&nv->refs, 1, memory_order_relaxed);
@@ -1105,6 +1167,13 @@ static int read_current(marble__manifest *m, const char *cur, uint64_t *number, 
     return rc;
 }
 
+static int find_newest(void *ud, const char *name, int is_dir)
+{
+    uint64_t *newest = ud, no;
+    if (!is_dir && parse_manifest_name(name, strlen(name), &no) && no > *newest) *newest = no;
+    return 0;
+}
+
 static int remove_stale(void *ud, const char *name, int is_dir)
 {
     marble__manifest *m = ud;
@@ -1134,6 +1203,7 @@ int marble__manifest_open(marble_fs *fs, const char *dir_uri, const marble__mani
     pthread_mutex_init(&m->mu, NULL);
     pthread_mutex_init(&m->write_mu, NULL);
     m->fs = fs;
+    m->object_store = o.object_store;
     m->max_size = o.max_file_size ? o.max_file_size : DEFAULT_MAX_FILE;
     size_t dn = strlen(dir_uri);
     while (dn > 1 && dir_uri[dn - 1] == '/' && dir_uri[dn - 2] != '/')
@@ -1159,7 +1229,13 @@ int marble__manifest_open(marble_fs *fs, const char *dir_uri, const marble__mani
         rc = marble_fs_mkdir(fs, m->dir, 1, &e);
         if (rc == MARBLE_OK) rc = sync_parent_dir(fs, m->dir, &e);
     }
-    if (rc == MARBLE_OK) rc = marble_fs_exists(fs, cur, &exists, &e);
+    uint64_t newest = 0;
+    if (rc == MARBLE_OK && m->object_store) {
+        rc = marble_fs_list(fs, m->dir, find_newest, &newest, &e);
+        exists = newest != 0;
+    } else if (rc == MARBLE_OK) {
+        rc = marble_fs_exists(fs, cur, &exists, &e);
+    }
     if (rc != MARBLE_OK) {
         rc = marble_error_set(err, rc, "manifest %s: open: %s", m->dir, e.message);
         goto fail;
@@ -1173,8 +1249,8 @@ int marble__manifest_open(marble_fs *fs, const char *dir_uri, const marble__mani
         goto fail;
     }
     if (exists) {
-        uint64_t number;
-        rc = read_current(m, cur, &number, err);
+        uint64_t number = newest;
+        if (!m->object_store) rc = read_current(m, cur, &number, err);
         if (rc == MARBLE_OK) rc = replay(m, number, &r, err);
         if (rc != MARBLE_OK) goto fail;
         m->number = number;
@@ -1196,7 +1272,7 @@ fail:
 int marble__manifest_create(marble_fs *fs, const char *dir_uri, uint64_t max_file_size,
                             marble__manifest **out, marble_error *err)
 {
-    marble__manifest_options o = {max_file_size, 1, 1};
+    marble__manifest_options o = {max_file_size, 1, 1, 0};
     return marble__manifest_open(fs, dir_uri, &o, out, NULL, err);
 }
 

@@ -128,6 +128,13 @@ typedef struct marble__manifest_options {
     uint64_t max_file_size; /* roll before an apply once the live file reaches this; 0: 64 MiB */
     int create_if_missing;  /* no CURRENT: start an empty manifest (else MARBLE_ERR_NOT_FOUND) */
     int error_if_exists;    /* CURRENT exists: MARBLE_ERR_EXISTS */
+    /* Object-store mode, for backends without append or atomic rename (S3): every apply writes
+     * the whole new state as one new object MANIFEST-(n+1), created with EXCLUSIVE (a
+     * conditional create where the store supports it, so a second writer cannot overwrite it),
+     * and completed by a sync (the object appears whole or not at all); then the older object
+     * is removed. There is no CURRENT: open takes the highest-numbered MANIFEST object. A
+     * failure leaves the previous object current (and the manifest sticky-failed as usual). */
+    int object_store;
 } marble__manifest_options;
 
 typedef struct marble__manifest_recovery {

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "marble/base.h"
+#include "marble/remote.h"
 #include "vfs/vfs_internal.h"
 
 #define MAX_BACKENDS 32
@@ -139,6 +140,11 @@ int marble_fs_create(marble_fs **out, marble_error *err)
     if (rc == MARBLE_OK) rc = marble_fs_register(fs, "file", local, err);
     if (rc == MARBLE_OK) rc = marble_vfs_mem_create(&mem, err);
     if (rc == MARBLE_OK) rc = marble_fs_register(fs, "mem", mem, err);
+    marble_vfs *http = NULL, *https = NULL;
+    if (rc == MARBLE_OK) rc = marble_vfs_http_create(NULL, 0, &http, err);
+    if (rc == MARBLE_OK) rc = marble_fs_register(fs, "http", http, err);
+    if (rc == MARBLE_OK) rc = marble_vfs_http_create(NULL, 1, &https, err);
+    if (rc == MARBLE_OK) rc = marble_fs_register(fs, "https", https, err);
     if (rc != MARBLE_OK) {
         marble_fs_destroy(fs, NULL);
         return rc;

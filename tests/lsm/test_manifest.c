@@ -584,3 +584,47 @@ TEST(manifest_power_cut_roll)
     ASSERT_GT_INT(kept_old, 2);
     OK(marble_fs_destroy(fs, err_));
 }
+
+static int count_entries(void *ud, const char *name, int is_dir)
+{
+    (void)is_dir;
+    int *n = ud;
+    if (strncmp(name, "MANIFEST-", 9) == 0) n[0]++;
+    if (strcmp(name, "CURRENT") == 0) n[1]++;
+    return 0;
+}
+
+/* Object-store mode: every apply writes one whole new MANIFEST object; open takes the newest;
+ * there is never a CURRENT and only one MANIFEST object remains. */
+TEST(manifest_object_store_mode)
+{
+    marble_fs *fs;
+    OK(marble_fs_create(&fs, err_));
+    marble__manifest_options o = {0, 1, 0, 1};
+    marble__manifest *m;
+    OK(marble__manifest_open(fs, "mem://obj", &o, &m, NULL, err_));
+    apply_steps(m, 1, 10);
+    check_shape(m, 10);
+    snap before = snapshot(m);
+    OK(marble__manifest_close(m, err_));
+    int n[2] = {0, 0};
+    OK(marble_fs_list(fs, "mem://obj", count_entries, n, err_));
+    ASSERT_EQ_INT(n[0], 1);
+    ASSERT_EQ_INT(n[1], 0);
+    marble__manifest_recovery rec;
+    o.create_if_missing = 0;
+    OK(marble__manifest_open(fs, "mem://obj", &o, &m, &rec, err_));
+    ASSERT_EQ_U64(rec.records, 1);
+    snap after = snapshot(m);
+    snap_eq(before, after);
+    check_shape(m, 10);
+    apply_steps(m, 11, 12);
+    check_shape(m, 12);
+    OK(marble__manifest_close(m, err_));
+    OK(marble__manifest_open(fs, "mem://obj", &o, &m, &rec, err_));
+    check_shape(m, 12);
+    OK(marble__manifest_close(m, err_));
+    free(before.p);
+    free(after.p);
+    OK(marble_fs_destroy(fs, err_));
+}
