@@ -130,8 +130,7 @@ static int build_url(const http_vfs *h, const char *path, char **out, marble_err
     const char *slash = strchr(path, '/');
     size_t hlen = slash ? (size_t)(slash - path) : strlen(path);
     if (hlen == 0)
-        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "%s://%s: no host", scheme,
-                                path);
+        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "%s://%s: no host", scheme, path);
     for (size_t i = 0; i < hlen; i++) {
         unsigned char c = (unsigned char)path[i];
         if (c <= 0x20 || c >= 0x7f || strchr("?#\\\"<>{}|^`", c))
@@ -181,9 +180,9 @@ typedef struct req {
     size_t got;
     unsigned char *whole;
     size_t whole_len, whole_cap;
-    int aborted;  /* we stopped the transfer on purpose (a probe has what it needs) */
-    int too_big;  /* a 200 body past `limit` */
-    int bad;      /* a reply we cannot use; why is in bad_msg */
+    int aborted; /* we stopped the transfer on purpose (a probe has what it needs) */
+    int too_big; /* a 200 body past `limit` */
+    int bad;     /* a reply we cannot use; why is in bad_msg */
     const char *bad_msg;
 } req;
 
@@ -396,7 +395,8 @@ static int perform(http_vfs *h, const char *url, req *r, const char *op, int64_t
         req_reset(r);
         r->limit = atomic_load_explicit(&h->body_limit, memory_order_relaxed);
         CURL *c = handle_get(h);
-        if (!c) return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "%s %s: curl_easy_init", op, url);
+        if (!c)
+            return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "%s %s: curl_easy_init", op, url);
         char ebuf[CURL_ERROR_SIZE];
         ebuf[0] = 0;
         curl_easy_setopt(c, CURLOPT_SHARE, h->share);
@@ -531,8 +531,8 @@ static int fetch_range(http_vfs *h, const char *url, uint64_t off, unsigned char
             *whole_len = r.whole_len;
             r.whole = NULL;
         } else {
-            rc = marble_error_set(err, MARBLE_ERR_IO, "read %s: unexpected HTTP %ld", url,
-                                  r.status);
+            rc =
+                marble_error_set(err, MARBLE_ERR_IO, "read %s: unexpected HTTP %ld", url, r.status);
         }
     }
     free(r.whole);
