@@ -140,6 +140,9 @@ int marble_fs_create(marble_fs **out, marble_error *err)
     if (rc == MARBLE_OK) rc = marble_fs_register(fs, "file", local, err);
     if (rc == MARBLE_OK) rc = marble_vfs_mem_create(&mem, err);
     if (rc == MARBLE_OK) rc = marble_fs_register(fs, "mem", mem, err);
+    marble_vfs *s3 = NULL;
+    if (rc == MARBLE_OK) rc = marble_vfs_s3_create(NULL, &s3, err);
+    if (rc == MARBLE_OK) rc = marble_fs_register(fs, "s3", s3, err);
     marble_vfs *http = NULL, *https = NULL;
     if (rc == MARBLE_OK) rc = marble_vfs_http_create(NULL, 0, &http, err);
     if (rc == MARBLE_OK) rc = marble_fs_register(fs, "http", http, err);

@@ -66,12 +66,20 @@ static inline void bump(_Atomic uint64_t *c, uint64_t n)
 
 /* ---- libcurl setup ------------------------------------------------------------------------- */
 
+/* One curl_global_init for the process, shared by the http and s3 backends (it is not
+ * thread-safe in every libcurl build, so it must not run twice at once). */
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
 static CURLcode global_rc = CURLE_FAILED_INIT;
 
 static void global_init(void)
 {
     global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+int marble__curl_global_init(void)
+{
+    pthread_once(&global_once, global_init);
+    return (int)global_rc;
 }
 
 static void share_lock(CURL *c, curl_lock_data data, curl_lock_access access, void *ud)
@@ -729,8 +737,7 @@ static const marble_file_methods http_methods = {MARBLE_FILE_METHODS_VERSION,
 
 static int ready(http_vfs *h, marble_error *err)
 {
-    pthread_once(&global_once, global_init);
-    if (global_rc != CURLE_OK)
+    if (marble__curl_global_init() != CURLE_OK)
         return marble_error_set(err, MARBLE_ERR_INTERNAL, "curl_global_init: %s",
                                 curl_easy_strerror(global_rc));
     (void)h;

@@ -18,4 +18,7 @@ int marble__vfs_unsupported(marble_error *err, const char *what, const char *bac
 /* The directory part of a backend path, into out: "a/b/c" -> "a/b", "/x" -> "/", "x" -> ".". */
 void marble__vfs_parent(const char *path, char *out, size_t cap);
 
+/* curl_global_init, once per process (src/vfs/http.c); returns its CURLcode. */
+int marble__curl_global_init(void);
+
 #endif
