@@ -72,20 +72,23 @@ enum marble_http_control {
  * Paths are "bucket/key". Requests are signed with AWS Signature V4 by libcurl
  * (CURLOPT_AWS_SIGV4); XML responses are parsed with libxml2. Operations: stat = HEAD (a key
  * that is only a prefix of others is a directory), read = ranged GET, list = ListObjectsV2 with
- * delimiter "/" and continuation tokens, remove = DELETE, mkdir = nothing to do (prefixes are
+ * delimiter "/" and continuation tokens, remove = DELETE, mkdir = a marker (prefixes are
  * implicit, but an empty directory is kept as a zero-byte marker object "dir/", as the S3 console
  * does; MARBLE_ERR_EXISTS when the prefix exists), rename = copy + delete (files only; not atomic:
  * no ATOMIC_RENAME cap), sync_dir = nothing to do (MARBLE_OK: a completed PUT is durable).
  * Opening a key for writing checks, as POSIX does, that its parent "directory" exists (the bucket,
  * a marker or a prefix of other keys): MARBLE_ERR_NOT_FOUND otherwise.
- * Writing: open with WRITE|CREATE (TRUNCATE implied; APPEND and random writes are
- * MARBLE_ERR_UNSUPPORTED) returns a sequential write stream. Objects up to part_size are sent
+ * Writing: open with WRITE|CREATE (TRUNCATE implied; the APPEND flag and writes at other than
+ * the next offset are MARBLE_ERR_UNSUPPORTED) returns a sequential write stream, to which
+ * marble_file_append writes the next bytes. Objects up to part_size are sent
  * with one PUT; larger ones with a multipart upload whose parts are uploaded in parallel (on
  * `sched`) as they fill; a failed upload is aborted so no parts remain. sync or close completes
  * the upload: the object becomes visible at once and whole (never partially); a write after a
  * sync is MARBLE_ERR_UNSUPPORTED. EXCLUSIVE sends "If-None-Match: *" (conditional create:
  * MARBLE_ERR_EXISTS when the object exists, where the server supports it).
- * Capabilities: RANDOM_READ, LIST, SYNC, SYNC_DIR. */
+ * Capabilities: RANDOM_READ, LIST, SYNC, SYNC_DIR (no APPEND: an existing object cannot grow).
+ * A database on s3:// therefore runs its manifest in object-store mode and needs a local WAL
+ * (marble_db_options.wal_uri; see db.h). */
 typedef struct marble_s3_options {
     const char *endpoint;          /* "http://127.0.0.1:4568"; default $AWS_ENDPOINT_URL, else
                                       https://s3.<region>.amazonaws.com */

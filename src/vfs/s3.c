@@ -1027,11 +1027,13 @@ static int f_write(marble_file *f, uint64_t off, const void *buf, size_t n, marb
     return MARBLE_OK;
 }
 
+/* On a write stream, appending is writing at the current end: the same sequential write. (An
+ * existing object cannot be appended to: opening with APPEND is refused.) */
 static int f_append(marble_file *f, const void *buf, size_t n, marble_error *err)
 {
-    (void)buf;
-    (void)n;
-    return marble__vfs_unsupported(err, "append", f->vfs ? f->vfs->name : "s3");
+    s3_file *sf = (s3_file *)f;
+    if (!sf->writing) return marble__vfs_unsupported(err, "append to a read handle", "s3");
+    return f_write(f, sf->pos, buf, n, err);
 }
 
 static int f_size(marble_file *f, uint64_t *out, marble_error *err)
