@@ -91,6 +91,10 @@ typedef struct marble_db_options {
     size_t handle_pool_size;            /* 0: the handle pool's default */
     const char *wal_uri;                /* NULL: "<uri>/wal"; required (a local directory) for a
                                            database on object storage, see above */
+    const char *sst_cache_uri;          /* NULL: none; else a local directory keeping a copy of
+                                           every SSTable read (for databases on object storage:
+                                           each SSTable is fetched once, then mapped locally);
+                                           copies go with their SSTables; unbounded */
 } marble_db_options;
 
 MARBLE_API void marble_db_options_init(marble_db_options *opts);

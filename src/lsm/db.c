@@ -359,6 +359,41 @@ static int tc_grow(marble_db *db, marble_error *err)
     return MARBLE_OK;
 }
 
+/* The local disk cache of SSTables (opts.sst_cache_uri): a copy of each SSTable the database
+ * reads, made on first open (written to a temporary name, then renamed, so a crash leaves no
+ * partial copy under the real name) and removed with the SSTable. */
+static char *cache_file_uri(const marble_db *db, uint64_t number)
+{
+    size_t n = strlen(db->cache_uri) + 32;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s/%06" PRIu64 ".arrow", db->cache_uri, number);
+    return p;
+}
+
+static int fill_local_cache(marble_db *db, const char *remote, const char *local, marble_error *err)
+{
+    int exists = 0;
+    int rc = marble_fs_exists(db->fs, local, &exists, err);
+    if (rc != MARBLE_OK || exists) return rc;
+    void *data = NULL;
+    size_t size = 0;
+    rc = marble_fs_read_all(db->fs, remote, &data, &size, err);
+    if (rc != MARBLE_OK) return rc;
+    size_t n = strlen(local) + 16;
+    char *tmp = malloc(n);
+    if (!tmp) {
+        free(data);
+        return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
+    }
+    snprintf(tmp, n, "%s.tmp", local);
+    rc = marble_fs_write_all(db->fs, tmp, data, size, 0, err);
+    if (rc == MARBLE_OK) rc = marble_fs_rename(db->fs, tmp, local, 0, err);
+    if (rc != MARBLE_OK) marble_fs_remove(db->fs, tmp, NULL);
+    free(tmp);
+    free(data);
+    return rc;
+}
+
 int marble__db_open_sst(marble_db *db, uint64_t number, const marble__table *t, marble__sst **out,
                         marble_error *err)
 {
@@ -375,9 +410,16 @@ int marble__db_open_sst(marble_db *db, uint64_t number, const marble__table *t, 
     pthread_mutex_unlock(&db->tc_mu);
     char *uri = file_uri(db, number);
     if (!uri) return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
+    char *cached = db->cache_uri ? cache_file_uri(db, number) : NULL;
+    int rc = db->cache_uri && !cached ? marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory")
+                                      : MARBLE_OK;
+    if (rc == MARBLE_OK && cached) rc = fill_local_cache(db, uri, cached, err);
     marble__sst *s = NULL;
-    int rc = marble__sst_open(db->fs, db->pool, uri, &t->codec, db->opts.verify_checksums, &s, err);
+    if (rc == MARBLE_OK)
+        rc = marble__sst_open(db->fs, db->pool, cached ? cached : uri, &t->codec,
+                              db->opts.verify_checksums, &s, err);
     free(uri);
+    free(cached);
     if (rc != MARBLE_OK) return rc;
     pthread_mutex_lock(&db->tc_mu);
     if ((db->tc_n + 1) * 2 > db->tc_cap && tc_grow(db, NULL) != MARBLE_OK) {
@@ -544,6 +586,12 @@ static void remove_obsolete(marble_db *db)
         if (marble_fs_remove(db->fs, uri, &e) != MARBLE_OK && e.code != MARBLE_ERR_NOT_FOUND)
             marble_log(MARBLE_LOG_WARN, LOG_MODULE, "removing %s: %s", uri, e.message);
         free(uri);
+        char *cached = db->cache_uri ? cache_file_uri(db, l.v[i]) : NULL;
+        if (cached) {
+            marble_handle_pool_evict(db->pool, cached);
+            marble_fs_remove(db->fs, cached, NULL);
+        }
+        free(cached);
     }
     free(l.v);
 }
@@ -2018,6 +2066,7 @@ static int replay_record(uint64_t seq, const void *payload, size_t len, void *ud
 
 typedef struct garbage_ctx {
     marble_db *db;
+    const char *dir;
     uint64_t *live;
     size_t n_live, cap_live;
 } garbage_ctx;
@@ -2041,7 +2090,7 @@ static int remove_garbage_file(void *ud, const char *name, int is_dir)
     for (size_t i = 0; i < g->n_live; i++)
         if (g->live[i] == num) return 0;
     char uri[4096];
-    snprintf(uri, sizeof uri, "%s/%s", g->db->uri, name);
+    snprintf(uri, sizeof uri, "%s/%s", g->dir, name);
     marble_log(MARBLE_LOG_INFO, LOG_MODULE, "removing unreferenced %s", uri);
     marble_fs_remove(g->db->fs, uri, NULL);
     return 0;
@@ -2073,6 +2122,7 @@ static void db_free(marble_db *db)
     pthread_cond_destroy(&db->cv);
     free(db->uri);
     free(db->wal_uri);
+    free(db->cache_uri);
     free(db);
 }
 
@@ -2121,6 +2171,10 @@ int marble_db_open(const char *uri, const marble_db_options *opts, marble_db **o
     db->snapshots.next = db->snapshots.prev = &db->snapshots;
     db->opts = o;
     db->uri = xstrdup(uri);
+    if (o.sst_cache_uri) {
+        db->cache_uri = xstrdup(o.sst_cache_uri);
+        db->opts.sst_cache_uri = db->cache_uri;
+    }
     if (o.wal_uri) { /* the caller's string need not outlive the call */
         db->wal_uri = xstrdup(o.wal_uri);
         db->opts.wal_uri = db->wal_uri;
@@ -2169,8 +2223,8 @@ int marble_db_open(const char *uri, const marble_db_options *opts, marble_db **o
         rc = marble_fs_resolve(db->fs, db->uri, &bv, &bpath, err);
         if (rc != MARBLE_OK) goto fail;
         /* an object store: no appends or atomic renames (see db.h, "object storage") */
-        db->object_store = (bv->caps & MARBLE_CAP_APPEND) == 0 ||
-                           (bv->caps & MARBLE_CAP_ATOMIC_RENAME) == 0;
+        db->object_store =
+            (bv->caps & MARBLE_CAP_APPEND) == 0 || (bv->caps & MARBLE_CAP_ATOMIC_RENAME) == 0;
         if (db->object_store && !o.wal_uri) {
             rc = marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
                                   "database %s is on object storage (%s), where the write-ahead "
@@ -2181,6 +2235,7 @@ int marble_db_open(const char *uri, const marble_db_options *opts, marble_db **o
         }
     }
     rc = marble_fs_mkdir(db->fs, db->uri, 1, err);
+    if (rc == MARBLE_OK && db->cache_uri) rc = marble_fs_mkdir(db->fs, db->cache_uri, 1, err);
     if (rc != MARBLE_OK) goto fail;
     rc = lock_db(db, err);
     if (rc != MARBLE_OK) goto fail;
@@ -2240,12 +2295,16 @@ int marble_db_open(const char *uri, const marble_db_options *opts, marble_db **o
     db->mem->wal_segment = marble__wal_current_segment(db->wal) - 1;
 
     /* SSTables no version references (an interrupted flush or compaction) */
-    garbage_ctx g = {db, NULL, 0, 0};
+    garbage_ctx g = {db, db->uri, NULL, 0, 0};
     marble__manifest_live_files(db->manifest, collect_live, &g);
     for (size_t i = 0; i < g.n_live; i++) /* never hand out a live file's number again */
         if (g.live[i] >= atomic_load_explicit(&db->next_file, memory_order_relaxed))
             atomic_store_explicit(&db->next_file, g.live[i] + 1, memory_order_relaxed);
     marble_fs_list(db->fs, db->uri, remove_garbage_file, &g, NULL);
+    if (db->cache_uri) { /* cached copies of SSTables no longer live */
+        g.dir = db->cache_uri;
+        marble_fs_list(db->fs, db->cache_uri, remove_garbage_file, &g, NULL);
+    }
     free(g.live);
 
     marble_group_init(&db->bg, db->sched, NULL);

@@ -78,7 +78,8 @@ struct marble_snapshot {
 
 struct marble_db {
     char *uri;
-    char *wal_uri; /* a copy of opts.wal_uri, or NULL */
+    char *wal_uri;   /* a copy of opts.wal_uri, or NULL */
+    char *cache_uri; /* a copy of opts.sst_cache_uri, or NULL */
     marble_fs *fs;
     int own_fs;
     marble_sched *sched;
@@ -87,7 +88,7 @@ struct marble_db {
     marble_handle_pool *pool;
     marble__manifest *manifest;
     marble__version *current; /* what readers see (under mu); see apply_edit */
-    int object_store;          /* the directory's backend lacks append or atomic rename */
+    int object_store;         /* the directory's backend lacks append or atomic rename */
     marble__wal *wal;
     marble_file *lock_file;
     char *lock_key;

@@ -108,10 +108,18 @@ static int count_kv(marble_db *db)
     marble_kv_iter *it;
     CHECK_OK(marble_kv_iter_create(db, NULL, &it, &err));
     int n = 0;
-    for (marble_kv_iter_seek_to_first(it); marble_kv_iter_valid(it); marble_kv_iter_next(it)) n++;
+    for (marble_kv_iter_seek_to_first(it); marble_kv_iter_valid(it); marble_kv_iter_next(it))
+        n++;
     CHECK_OK(marble_kv_iter_status(it, &err));
     marble_kv_iter_destroy(it);
     return n;
+}
+
+static int count_arrow(void *ud, const char *name, int is_dir)
+{
+    size_t n = strlen(name);
+    if (!is_dir && n > 6 && strcmp(name + n - 6, ".arrow") == 0) ++*(int *)ud;
+    return 0;
 }
 
 TEST(s3_database_roundtrip)
@@ -140,6 +148,22 @@ TEST(s3_database_roundtrip)
     ASSERT_CONTAINS(json, "\"levels\"");
     marble_free(json);
     CHECK_OK(marble_db_close(db, &err));
+
+    /* the same database with a local disk cache of SSTables */
+    char cache[800];
+    snprintf(cache, sizeof cache, "%s/sstcache", marble_test_tmpdir());
+    o.sst_cache_uri = cache;
+    CHECK_OK(marble_db_open("s3://test-bucket/db1", &o, &db, &err));
+    check_kv(db, 0, 2000, 1);
+    ASSERT_EQ_INT(count_kv(db), 6000);
+    CHECK_OK(marble_db_close(db, &err));
+    int copies = 0;
+    CHECK_OK(marble_fs_list(fx.fs, cache, count_arrow, &copies, &err));
+    ASSERT_GT_INT(copies, 0);
+    CHECK_OK(marble_db_open("s3://test-bucket/db1", &o, &db, &err));
+    check_kv(db, 2000, 3000, 2);
+    CHECK_OK(marble_db_close(db, &err));
+    o.sst_cache_uri = NULL;
 
     /* the same database read through the block cache */
     CHECK_OK(marble_db_open("cs3://test-bucket/db1", &o, &db, &err));
