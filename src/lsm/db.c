@@ -1449,30 +1449,48 @@ static void scratch_trim(marble__bytes *p, marble__bytes *k, marble__bytes *v)
     marble__scratch_trim(v, (size_t)4 << 20);
 }
 
+/* The three scratch buffers of a write and the table it writes (see scratch.h). */
+typedef struct table_write {
+    marble__table *t;
+    marble__bytes *payload, *key, *val;
+} table_write;
+
+static int table_write_begin(marble_db *db, const char *table, table_write *w, marble_error *err)
+{
+    MARBLE_RETURN_NOT_OK(check_db(db, err));
+    if (!table) return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "table name is NULL");
+    marble__scratch *sc = marble__scratch_get();
+    if (!sc) return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
+    w->t = marble__db_find_table(db, table);
+    if (!w->t) return marble__db_table_error(table, err);
+    w->payload = &sc->b[MARBLE__SCRATCH_WPAYLOAD];
+    w->key = &sc->b[MARBLE__SCRATCH_WKEY];
+    w->val = &sc->b[MARBLE__SCRATCH_WVAL];
+    w->key->len = 0;
+    return payload_start(w->payload, err);
+}
+
+/* Commits what the write encoded (when rc is MARBLE_OK) and releases what begin took. */
+static int table_write_end(marble_db *db, table_write *w, int rc, uint32_t count,
+                           const marble_write_options *wo, marble_error *err)
+{
+    if (rc == MARBLE_OK) rc = commit_payload(db, w->payload, count, wo, err);
+    scratch_trim(w->payload, w->key, w->val);
+    marble__table_unref(w->t);
+    return rc;
+}
+
 static int write_rows(marble_db *db, const char *table, const struct ArrowSchema *schema,
                       const struct ArrowArray *batch, int op, const marble_write_options *wo,
                       marble_error *err)
 {
-    MARBLE_RETURN_NOT_OK(check_db(db, err));
-    if (!table) return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "table name is NULL");
-    marble__table *t = marble__db_find_table(db, table);
-    if (!t) return marble__db_table_error(table, err);
-    marble__scratch *sc_ = marble__scratch_get();
-    if (!sc_) {
-        marble__table_unref(t);
-        return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
-    }
-    marble__bytes *tl_payload = &sc_->b[MARBLE__SCRATCH_WPAYLOAD];
-    marble__bytes *tl_key = &sc_->b[MARBLE__SCRATCH_WKEY];
-    marble__bytes *tl_val = &sc_->b[MARBLE__SCRATCH_WVAL];
+    table_write w = {0};
+    int rc = table_write_begin(db, table, &w, err);
+    if (!w.t) return rc;
     uint32_t count = 0;
-    int rc = payload_start(tl_payload, err);
     if (rc == MARBLE_OK)
-        rc = encode_batch(t, schema, batch, op, tl_payload, tl_key, tl_val, &count, err);
-    if (rc == MARBLE_OK) rc = commit_payload(db, tl_payload, count, wo, err);
-    scratch_trim(tl_payload, tl_key, tl_val);
-    marble__table_unref(t);
-    return rc;
+        rc = encode_batch(w.t, schema, batch, op, w.payload, w.key, w.val, &count, err);
+    return table_write_end(db, &w, rc, count, wo, err);
 }
 
 int marble_db_put(marble_db *db, const char *table, const struct ArrowSchema *schema,
@@ -1491,25 +1509,12 @@ int marble_db_delete(marble_db *db, const char *table, const struct ArrowSchema 
 int marble_db_delete_key(marble_db *db, const char *table, marble_key key,
                          const marble_write_options *wo, marble_error *err)
 {
-    MARBLE_RETURN_NOT_OK(check_db(db, err));
-    if (!table) return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "table name is NULL");
-    marble__table *t = marble__db_find_table(db, table);
-    if (!t) return marble__db_table_error(table, err);
-    marble__scratch *sc_ = marble__scratch_get();
-    if (!sc_) {
-        marble__table_unref(t);
-        return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
-    }
-    marble__bytes *tl_payload = &sc_->b[MARBLE__SCRATCH_WPAYLOAD];
-    marble__bytes *tl_key = &sc_->b[MARBLE__SCRATCH_WKEY];
-    tl_key->len = 0;
-    int rc = marble__db_encode_key(t, key, 1, tl_key, err);
-    if (rc == MARBLE_OK) rc = payload_start(tl_payload, err);
-    if (rc == MARBLE_OK) rc = payload_add(tl_payload, 0, tl_key->data, tl_key->len, NULL, 0, err);
-    if (rc == MARBLE_OK) rc = commit_payload(db, tl_payload, 1, wo, err);
-    scratch_trim(tl_payload, tl_key, &sc_->b[MARBLE__SCRATCH_WVAL]);
-    marble__table_unref(t);
-    return rc;
+    table_write w = {0};
+    int rc = table_write_begin(db, table, &w, err);
+    if (!w.t) return rc;
+    if (rc == MARBLE_OK) rc = marble__db_encode_key(w.t, key, 1, w.key, err);
+    if (rc == MARBLE_OK) rc = payload_add(w.payload, 0, w.key->data, w.key->len, NULL, 0, err);
+    return table_write_end(db, &w, rc, 1, wo, err);
 }
 
 /* KV rows: key = prefix + keyenc(binary), value = row value of one binary column. */
