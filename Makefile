@@ -28,6 +28,7 @@ bench: release
 	./build/marble-bench vfs
 	./build/marble-bench arrow
 	./build/marble-bench db --num 200000
+	bash bench/remote.sh
 
 build-asan/build.ninja: | deps
 	cmake -S . -B build-asan $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=Debug -DMARBLE_SANITIZE=address -DMARBLE_BENCH=OFF

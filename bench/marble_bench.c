@@ -1,5 +1,6 @@
 /* marble-bench: Marble's benchmark driver (`sched`: task schedulers; `vfs`: file I/O; `arrow`:
- * Arrow IPC; `db`: the database beside RocksDB and LevelDB). */
+ * Arrow IPC; `db`: the database beside RocksDB and LevelDB; `remote`: the HTTP and S3 backends
+ * and the block cache beside local reads). */
 #include "bench_db.h"
 #include "bench_sched.h"
 #include "bench_tree.h"
@@ -21,6 +22,11 @@
 #define VFS_RAND_MIB 64
 #define VFS_RAND_OPS 100000u
 #define VFS_CODEC_MIB 64
+
+/* bench/remote_bench.c */
+int bench_remote_run(int json, const char *http_url, const char *s3_endpoint, const char *s3_bucket,
+                     uint64_t size_mb, uint64_t reads, int threads, int reps, uint64_t db_rows,
+                     const char *tmp_parent);
 
 enum bench_kind { B_FIB, B_SPAWN, B_SPAWN_TOKEN, B_TREE, B_SUM, B_IDLE, B_COUNT };
 
@@ -69,6 +75,9 @@ static void usage(FILE *f)
         "          (pread, mmap, io_uring, open-read-close, handle pool), codecs, beside\n"
         "          memcpy as the ceiling\n"
         "  db      db_bench-style workloads on Marble, RocksDB and LevelDB with matched settings\n"
+        "  remote  reads through the HTTP and S3 backends, without and with the block cache,\n"
+        "          beside the same reads of a local file, and a database scan on S3 beside\n"
+        "          local disk (bench/remote.sh starts nginx and s3rver on 127.0.0.1 and runs it)\n"
         "\n"
         "options of sched:\n"
         "  --json              one JSON object per line instead of the table\n"
@@ -160,6 +169,28 @@ static void usage(FILE *f)
         "  --bloom-bits B      bloom filter bits per key, 0 for none (default 10)\n"
         "  --cache-mb M        RocksDB's and LevelDB's block cache (default 64; Marble has no\n"
         "                      block cache yet)\n"
+        "\n"
+        "options of remote (the servers must be running; bench/remote.sh starts them):\n"
+        "  --json              one JSON object per line instead of the table\n"
+        "  --http URL          an http:// URL of a file to read (it is downloaded once and\n"
+        "                      copied to the local file and the S3 object, so every backend\n"
+        "                      reads the same bytes); without it the http rows are skipped\n"
+        "  --s3-endpoint URL   an S3 endpoint (e.g. http://127.0.0.1:4568; credentials from\n"
+        "                      AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, else s3rver's S3RVER)\n"
+        "  --s3-bucket NAME    an existing bucket there; the bench uploads its file and\n"
+        "                      database under a private prefix and removes them at the end\n"
+        "  --size-mb N         the file's size when there is no --http (default 64)\n"
+        "  --reads N           random 4 KiB reads per randread row (default 2000)\n"
+        "  --threads N         threads of the parallel rows, beside 1 (default 4)\n"
+        "  --reps R            runs per read row, the best is kept (default 3; cold rows\n"
+        "                      invalidate the cache before each run)\n"
+        "  --db-rows N         KV rows of the database scan, 0 to skip it (default 500000)\n"
+        "  --dir DIR           where local files go (default $TMPDIR, else /tmp)\n"
+        "  workloads (each on local, http and s3; http and s3 also through the block cache,\n"
+        "  cold then warm): seqread (the whole file in 1 MiB reads), randread (random 4 KiB\n"
+        "  reads), parallel (1 and N threads reading disjoint ranges), dbscan (a KV database\n"
+        "  loaded, flushed, compacted and closed, then reopened and scanned in full).\n"
+        "  requests_per_op counts the backend's HTTP requests (its stats control op) per read.\n"
         "\n"
         "Every result is checked; a wrong one is reported and the exit status is 1.\n"
         "Bad arguments exit with status 2.\n",
@@ -873,6 +904,59 @@ static int parse_db_args(int argc, char **argv, bench_db_options *o)
     return 0;
 }
 
+static int bench_remote_area(int argc, char **argv)
+{
+    int json = 0, threads = 4, reps = 3;
+    const char *http = NULL, *endpoint = NULL, *bucket = NULL;
+    uint64_t size_mb = 64, reads = 2000, db_rows = 500000;
+    const char *tmp = getenv("TMPDIR");
+    const char *dir = tmp && *tmp ? tmp : "/tmp";
+    static const char *const valued[] = {
+        "--http",    "--s3-endpoint", "--s3-bucket", "--size-mb", "--reads",
+        "--threads", "--db-rows",     "--dir",       "--reps",    NULL};
+    for (int i = 0; i < argc; i++) {
+        char *arg, *value;
+        int r = next_option("remote", argc, argv, &i, valued, &json, &arg, &value);
+        if (r == 2) return 2;
+        if (r == 0) continue;
+        if (!strcmp(arg, "--http")) {
+            if (strncmp(value, "http://", 7))
+                return bad_args("remote: --http wants an http:// URL, not '%s'", value);
+            http = value;
+        } else if (!strcmp(arg, "--s3-endpoint")) {
+            if (strncmp(value, "http://", 7) && strncmp(value, "https://", 8))
+                return bad_args("remote: --s3-endpoint wants an http(s):// URL, not '%s'", value);
+            endpoint = value;
+        } else if (!strcmp(arg, "--s3-bucket")) {
+            if (!*value || strchr(value, '/'))
+                return bad_args("remote: --s3-bucket wants a bucket name, not '%s'", value);
+            bucket = value;
+        } else if (!strcmp(arg, "--size-mb")) {
+            if (parse_u64(value, 1, 65536, &size_mb))
+                return bad_args("remote: --size-mb wants 1 to 65536, not '%s'", value);
+        } else if (!strcmp(arg, "--reads")) {
+            if (parse_u64(value, 1, 100000000, &reads))
+                return bad_args("remote: --reads wants 1 to 10^8, not '%s'", value);
+        } else if (!strcmp(arg, "--threads")) {
+            if (parse_int(value, 1, 256, &threads))
+                return bad_args("remote: --threads wants 1 to 256, not '%s'", value);
+        } else if (!strcmp(arg, "--reps")) {
+            if (parse_int(value, 1, 1000, &reps))
+                return bad_args("remote: --reps wants 1 to 1000, not '%s'", value);
+        } else if (!strcmp(arg, "--db-rows")) {
+            if (parse_u64(value, 0, 1000000000, &db_rows))
+                return bad_args("remote: --db-rows wants 0 to 10^9, not '%s'", value);
+        } else {
+            if (!*value) return bad_args("remote: --dir wants a directory%s", "");
+            dir = value;
+        }
+    }
+    if (!endpoint != !bucket)
+        return bad_args("remote: --s3-endpoint and --s3-bucket go together%s", "");
+    return bench_remote_run(json, http, endpoint, bucket, size_mb, reads, threads, reps, db_rows,
+                            dir);
+}
+
 static int bench_db_area_args(int argc, char **argv)
 {
     bench_db_options o;
@@ -895,9 +979,11 @@ int main(int argc, char **argv)
     if (!strcmp(argv[1], "vfs")) return bench_vfs_area(argc - 2, argv + 2);
     if (!strcmp(argv[1], "arrow")) return bench_arrow_area(argc - 2, argv + 2);
     if (!strcmp(argv[1], "db")) return bench_db_area_args(argc - 2, argv + 2);
-    fprintf(stderr,
-            "marble-bench: unknown area '%s' (known: sched, vfs, arrow, db; see marble-bench "
-            "--help)\n",
-            argv[1]);
+    if (!strcmp(argv[1], "remote")) return bench_remote_area(argc - 2, argv + 2);
+    fprintf(
+        stderr,
+        "marble-bench: unknown area '%s' (known: sched, vfs, arrow, db, remote; see marble-bench "
+        "--help)\n",
+        argv[1]);
     return 2;
 }
