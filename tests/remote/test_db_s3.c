@@ -125,6 +125,7 @@ static int count_arrow(void *ud, const char *name, int is_dir)
 TEST(s3_database_roundtrip)
 {
     fixture fx;
+    memset(&fx, 0, sizeof fx);
     if (!setup(&fx)) return;
     marble_error err = {0};
     marble_db_options o = opts(&fx);
@@ -179,6 +180,7 @@ TEST(s3_database_roundtrip)
 TEST(s3_database_table_scan)
 {
     fixture fx;
+    memset(&fx, 0, sizeof fx);
     if (!setup(&fx)) return;
     marble_error err = {0};
     marble_db_options o = opts(&fx);

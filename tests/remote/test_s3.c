@@ -114,6 +114,7 @@ static void expect_content(marble_fs *fs, const char *uri, const void *data, siz
 TEST(s3_put_get_small)
 {
     fixture fx;
+    memset(&fx, 0, sizeof fx);
     if (!setup(&fx)) return;
     mkdirs(&fx, "s3://test-bucket/small");
     const char *uri = "s3://test-bucket/small/hello.txt";
@@ -161,6 +162,7 @@ static void write_pieces(marble_fs *fs, const char *uri, const unsigned char *da
 TEST(s3_multipart_parallel)
 {
     fixture fx;
+    memset(&fx, 0, sizeof fx);
     marble_s3_options o;
     base_options(&fx, &o);
     o.part_size = 5u << 20;
@@ -200,6 +202,7 @@ TEST(s3_multipart_parallel)
 TEST(s3_multipart_one_at_a_time)
 {
     fixture fx;
+    memset(&fx, 0, sizeof fx);
     marble_s3_options o;
     base_options(&fx, &o);
     o.part_size = 5u << 20;
@@ -219,6 +222,7 @@ TEST(s3_multipart_one_at_a_time)
 TEST(s3_ranged_reads)
 {
     fixture fx;
+    memset(&fx, 0, sizeof fx);
     if (!setup(&fx)) return;
     mkdirs(&fx, "s3://test-bucket/r");
     size_t n = 300000;
@@ -259,6 +263,7 @@ TEST(s3_ranged_reads)
 TEST(s3_stat_files_prefixes_buckets)
 {
     fixture fx;
+    memset(&fx, 0, sizeof fx);
     if (!setup(&fx)) return;
     mkdirs(&fx, "s3://test-bucket/st/deep");
     OKE(marble_fs_write_all(fx.fs, "s3://test-bucket/st/deep/x", "1", 1, 0, &e_));
@@ -306,6 +311,7 @@ static int count_names(void *ud, const char *name, int is_dir)
 TEST(s3_list_pagination)
 {
     fixture fx;
+    memset(&fx, 0, sizeof fx);
     if (!setup(&fx)) return;
     mkdirs(&fx, "s3://test-bucket/pg");
     char uri[128];
@@ -356,6 +362,7 @@ static int on_glob(void *ud, const char *uri)
 TEST(s3_glob)
 {
     fixture fx;
+    memset(&fx, 0, sizeof fx);
     if (!setup(&fx)) return;
     mkdirs(&fx, "s3://test-bucket/g/sub/deeper");
     const char *files[] = {"g/a.txt", "g/b.txt", "g/c.log", "g/sub/d.txt", "g/sub/deeper/e.txt"};
@@ -377,6 +384,7 @@ TEST(s3_glob)
 TEST(s3_remove_rename)
 {
     fixture fx;
+    memset(&fx, 0, sizeof fx);
     if (!setup(&fx)) return;
     mkdirs(&fx, "s3://test-bucket/del");
     mkdirs(&fx, "s3://test-bucket/mv");
@@ -419,6 +427,7 @@ TEST(s3_remove_rename)
 TEST(s3_write_stream_rules)
 {
     fixture fx;
+    memset(&fx, 0, sizeof fx);
     if (!setup(&fx)) return;
     mkdirs(&fx, "s3://test-bucket/w");
     marble_file *f;
@@ -454,6 +463,7 @@ TEST(s3_write_stream_rules)
 TEST(s3_conformance)
 {
     fixture fx;
+    memset(&fx, 0, sizeof fx);
     if (!setup(&fx)) return;
     vfs_conformance(fx.fs, "s3://test-bucket/conf");
     teardown(&fx);
@@ -462,6 +472,7 @@ TEST(s3_conformance)
 TEST(s3_wrong_credentials)
 {
     fixture fx;
+    memset(&fx, 0, sizeof fx);
     if (!setup(&fx)) return;
     marble_s3_options o;
     base_options(&fx, &o);
@@ -496,6 +507,7 @@ TEST(s3_wrong_credentials)
 TEST(s3_unknown_bucket)
 {
     fixture fx;
+    memset(&fx, 0, sizeof fx);
     if (!setup(&fx)) return;
     marble_stat st;
     marble_error err;
@@ -524,6 +536,7 @@ TEST(s3_unknown_bucket)
 TEST(s3_server_stops_during_reads)
 {
     fixture fx;
+    memset(&fx, 0, sizeof fx);
     marble_s3_options o;
     base_options(&fx, &o);
     o.max_retries = 2;
@@ -556,6 +569,7 @@ TEST(s3_server_stops_during_reads)
 TEST(s3_failed_multipart_is_aborted)
 {
     fixture fx;
+    memset(&fx, 0, sizeof fx);
     marble_s3_options o;
     base_options(&fx, &o);
     o.part_size = 5u << 20;
@@ -641,6 +655,7 @@ static void *work(void *p)
 TEST(s3_concurrent_threads)
 {
     fixture fx;
+    memset(&fx, 0, sizeof fx);
     if (!setup(&fx)) return;
     OKE(marble_fs_mkdir(fx.fs, "s3://test-bucket/mt", 0, &e_));
     for (int i = 0; i < 8; i++) {
@@ -667,6 +682,7 @@ TEST(s3_concurrent_threads)
 TEST(s3_default_registration_from_environment)
 {
     fixture fx;
+    memset(&fx, 0, sizeof fx);
     memset(&fx, 0, sizeof fx);
     if (!s3rver_prepare()) return;
     s3rver_start(&fx.s3);
