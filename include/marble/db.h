@@ -104,7 +104,8 @@ MARBLE_API void marble_db_options_init(marble_db_options *opts);
  * never acknowledged. */
 MARBLE_API int marble_db_open(const char *uri, const marble_db_options *opts, marble_db **out,
                               marble_error *err);
-/* Waits for background work, flushes nothing (the WAL holds the memtable), syncs and closes.
+/* Cancels a running compaction (its partial outputs are removed; its inputs stay), waits for a
+ * running flush, flushes nothing more (the WAL holds the memtable), syncs and closes.
  * MARBLE_ERR_BUSY (nothing closed) while snapshots, iterators or streams are live: the message
  * counts them. Accepts NULL. */
 MARBLE_API int marble_db_close(marble_db *db, marble_error *err);
