@@ -81,6 +81,8 @@ typedef struct marble_db_options {
     int level0_slowdown_trigger;        /* 20 L0 files: each write is delayed 1 ms */
     int level0_stop_trigger;            /* 36 L0 files: writes stall until compaction catches up */
     int disable_auto_compaction;        /* 0 */
+    int max_background_compactions;     /* 0: background_threads - 1 (at least 1): compactions of
+                                           disjoint files that may run at once */
     int batch_rows;                     /* 4096 rows per SSTable record batch */
     marble_ipc_compression compression; /* MARBLE_IPC_UNCOMPRESSED: SSTables are read zero-copy
                                            through memory maps; LZ4_FRAME or ZSTD make files

@@ -119,6 +119,8 @@ static int check_options(const marble_db_options *o, marble_error *err)
     BAD(o->level0_stop_trigger < o->level0_slowdown_trigger,
         "level0_stop_trigger must be >= level0_slowdown_trigger");
     BAD(o->batch_rows < 1 || o->batch_rows > (1 << 24), "batch_rows must be 1..16777216");
+    BAD(o->max_background_compactions < 0 || o->max_background_compactions > 256,
+        "max_background_compactions must be 0..256");
     BAD(o->compression < MARBLE_IPC_UNCOMPRESSED || o->compression > MARBLE_IPC_ZSTD,
         "compression is not a marble_ipc_compression");
     BAD(o->bloom_bits_per_key < 0 || o->bloom_bits_per_key > 64,
@@ -927,10 +929,17 @@ static marble_task_status compaction_task(marble_task_ctx *ctx, void *arg)
         marble__compaction_free(c);
         c = NULL;
     }
+    if (c && ++db->compactions_active > db->max_compactions_seen)
+        db->max_compactions_seen = db->compactions_active;
     pthread_mutex_unlock(&db->mu);
+    if (rc == MARBLE_OK && c && db->opts.max_background_compactions > 1)
+        maybe_schedule(db); /* another compaction may run beside this one */
     if (rc == MARBLE_OK && c) rc = run_compaction(db, c, &e);
     pthread_mutex_lock(&db->mu);
-    if (c) mark_busy(db, c, 0);
+    if (c) {
+        mark_busy(db, c, 0);
+        db->compactions_active--;
+    }
     if (rc != MARBLE_OK && rc != MARBLE_ERR_CANCELLED) set_bg_error(db, rc, &e);
     db->compactions_running--;
     pthread_cond_broadcast(&db->cv);
@@ -962,8 +971,10 @@ static void maybe_schedule(marble_db *db)
             db->flush_running = 1;
             if (marble_group_spawn(&db->bg, flush_task, db) != MARBLE_OK) db->flush_running = 0;
         }
+        /* compactions of disjoint files run at once (the picker skips busy files), up to
+         * max_background_compactions; one more is started each time one is due */
         if (!db->opts.disable_auto_compaction && !db->manual_compaction &&
-            db->compactions_running == 0 && needs_compaction(db)) {
+            db->compactions_running < db->opts.max_background_compactions && needs_compaction(db)) {
             db->compactions_running++;
             if (marble_group_spawn(&db->bg, compaction_task, db) != MARBLE_OK)
                 db->compactions_running--;
@@ -2166,6 +2177,8 @@ int marble_db_open(const char *uri, const marble_db_options *opts, marble_db **o
     else
         marble_db_options_init(&o);
     MARBLE_RETURN_NOT_OK(check_options(&o, err));
+    if (o.max_background_compactions == 0) /* one thread is left for flushes */
+        o.max_background_compactions = o.background_threads > 1 ? o.background_threads - 1 : 1;
     marble_db *db = calloc(1, sizeof *db);
     if (!db) return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
     pthread_mutex_init(&db->wmu, NULL);
@@ -2572,34 +2585,37 @@ int marble_db_stats_json(marble_db *db, char **json, marble_error *err)
     for (size_t i = 0; i < db->n_imm; i++)
         imm_bytes += marble__memtable_bytes(db->imm[i]->mt);
     long snaps = db->live_snapshots;
+    int max_seen = db->max_compactions_seen;
     pthread_mutex_unlock(&db->mu);
-    jprintf(
-        &b,
-        "],\"sst_bytes\":%llu,\"latest_sequence\":%llu,"
-        "\"memtable\":{\"bytes\":%zu,\"entries\":%zu,\"immutable\":%zu,"
-        "\"immutable_bytes\":%zu},"
-        "\"writes\":{\"rows\":%llu,\"user_bytes\":%llu,\"stalls\":%llu,\"stall_ms\":%.3f,"
-        "\"slowdowns\":%llu},"
-        "\"flushes\":%llu,\"flushed_bytes\":%llu,\"compactions\":%llu,"
-        "\"compaction_read_bytes\":%llu,\"compaction_written_bytes\":%llu,"
-        "\"write_amplification\":%.3f,"
-        "\"wal\":{\"appends\":%llu,\"writes\":%llu,\"syncs\":%llu,\"rolls\":%llu},"
-        "\"handle_pool\":{\"hits\":%llu,\"misses\":%llu,\"evictions\":%llu,\"open\":%zu},"
-        "\"sst\":{\"batch_reads\":%llu,\"bloom_checks\":%llu,\"bloom_useful\":%llu,"
-        "\"bloom_false_positives\":%llu},"
-        "\"reads\":{\"gets\":%llu,\"scans\":%llu},\"snapshots\":%ld}",
-        (unsigned long long)total_bytes,
-        (unsigned long long)atomic_load_explicit(&db->last_seq, memory_order_acquire), mem_bytes,
-        mem_count, n_imm, imm_bytes, LOAD(db->st_rows_written), (unsigned long long)user,
-        LOAD(db->st_stalls), (double)LOAD(db->st_stall_ns) / 1e6, LOAD(db->st_slowdowns),
-        LOAD(db->st_flushes), LOAD(db->st_bytes_flushed), LOAD(db->st_compactions),
-        LOAD(db->st_bytes_compacted_read), LOAD(db->st_bytes_compacted_written),
-        user ? (double)(written + user) / (double)user : 0.0, (unsigned long long)ws.appends,
-        (unsigned long long)ws.writes, (unsigned long long)ws.syncs, (unsigned long long)ws.rolls,
-        (unsigned long long)ps.hits, (unsigned long long)ps.misses,
-        (unsigned long long)ps.evictions, ps.open, (unsigned long long)ss.batch_reads,
-        (unsigned long long)ss.bloom_checks, (unsigned long long)ss.bloom_negatives,
-        (unsigned long long)ss.bloom_false_positives, LOAD(db->st_gets), LOAD(db->st_scans), snaps);
+    jprintf(&b,
+            "],\"sst_bytes\":%llu,\"latest_sequence\":%llu,"
+            "\"memtable\":{\"bytes\":%zu,\"entries\":%zu,\"immutable\":%zu,"
+            "\"immutable_bytes\":%zu},"
+            "\"writes\":{\"rows\":%llu,\"user_bytes\":%llu,\"stalls\":%llu,\"stall_ms\":%.3f,"
+            "\"slowdowns\":%llu},"
+            "\"flushes\":%llu,\"flushed_bytes\":%llu,\"compactions\":%llu,"
+            "\"compaction_read_bytes\":%llu,\"compaction_written_bytes\":%llu,"
+            "\"write_amplification\":%.3f,"
+            "\"wal\":{\"appends\":%llu,\"writes\":%llu,\"syncs\":%llu,\"rolls\":%llu},"
+            "\"handle_pool\":{\"hits\":%llu,\"misses\":%llu,\"evictions\":%llu,\"open\":%zu},"
+            "\"sst\":{\"batch_reads\":%llu,\"bloom_checks\":%llu,\"bloom_useful\":%llu,"
+            "\"bloom_false_positives\":%llu},"
+            "\"reads\":{\"gets\":%llu,\"scans\":%llu},\"snapshots\":%ld,"
+            "\"max_concurrent_compactions\":%d}",
+            (unsigned long long)total_bytes,
+            (unsigned long long)atomic_load_explicit(&db->last_seq, memory_order_acquire),
+            mem_bytes, mem_count, n_imm, imm_bytes, LOAD(db->st_rows_written),
+            (unsigned long long)user, LOAD(db->st_stalls), (double)LOAD(db->st_stall_ns) / 1e6,
+            LOAD(db->st_slowdowns), LOAD(db->st_flushes), LOAD(db->st_bytes_flushed),
+            LOAD(db->st_compactions), LOAD(db->st_bytes_compacted_read),
+            LOAD(db->st_bytes_compacted_written),
+            user ? (double)(written + user) / (double)user : 0.0, (unsigned long long)ws.appends,
+            (unsigned long long)ws.writes, (unsigned long long)ws.syncs,
+            (unsigned long long)ws.rolls, (unsigned long long)ps.hits,
+            (unsigned long long)ps.misses, (unsigned long long)ps.evictions, ps.open,
+            (unsigned long long)ss.batch_reads, (unsigned long long)ss.bloom_checks,
+            (unsigned long long)ss.bloom_negatives, (unsigned long long)ss.bloom_false_positives,
+            LOAD(db->st_gets), LOAD(db->st_scans), snaps, max_seen);
     if (b.oom) {
         free(b.p);
         return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");

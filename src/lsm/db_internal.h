@@ -118,8 +118,10 @@ struct marble_db {
     marble_group bg;
     int flush_running;
     int compactions_running;
-    int manual_compaction; /* pauses automatic picks */
-    atomic_int closing;    /* written under mu; env_cancelled reads it without */
+    int compactions_active;   /* of those, the ones that picked work and run it */
+    int max_compactions_seen; /* the most that ran at once (stats) */
+    int manual_compaction;    /* pauses automatic picks */
+    atomic_int closing;       /* written under mu; env_cancelled reads it without */
     int bg_error;
     marble_error bg_err;
     int write_error; /* sticky: WAL failures */
