@@ -11,6 +11,7 @@ pkgs=(
   libcurl4-openssl-dev  # HTTP(S) and S3 backends (src/vfs/http.c, src/vfs/s3.c)
   libxml2-dev     # S3 XML responses (src/vfs/s3.c)
   nginx-light     # test server for the HTTP backend (started on 127.0.0.1 by tests/remote)
+  tmux            # tests/cli/tmux.sh drives the marble command in a terminal
   libtbb-dev      # oneTBB: benchmark peer only (bench/peers/tbb_sched.cpp)
   librocksdb-dev libleveldb-dev  # benchmark peers only (bench/peers/rocksdb_db.c, leveldb_db.c)
   clang libclang-rt-14-dev  # libFuzzer for scripts/fuzz.sh (tests/fuzz)

@@ -156,13 +156,16 @@ int cli_open_db(const char *cmd, const char *uri, int create, int verify, marble
         cli_errorf(cmd,
                    "no database at %s (%s); check the path, or create one with "
                    "'marble create %s TABLE --schema ... --key ...'",
-                   uri, err.message, uri);
+                   uri, strstr(err.message, "CURRENT") ? "no CURRENT file there" : err.message,
+                   uri);
     } else if (rc == MARBLE_ERR_BUSY) {
         cli_errorf(cmd, "cannot open %s: %s; stop the other process using it and retry", uri,
                    err.message);
     } else if (strstr(err.message, "wal_uri")) {
-        cli_errorf(cmd, "cannot open %s: %s (set the environment variable MARBLE_WAL_URI to a "
-                   "local directory)", uri, err.message);
+        cli_errorf(cmd,
+                   "cannot open %s: %s (set the environment variable MARBLE_WAL_URI to a "
+                   "local directory)",
+                   uri, err.message);
     } else {
         cli_errorf(cmd, "cannot open database %s: %s", uri, err.message);
     }
@@ -315,8 +318,8 @@ static int parse_value(const struct ArrowSchema *field, const char *text, marble
         v->len = strlen(text);
         if (t.id == MARBLE_ARROW_FIXED_SIZE_BINARY && v->len != (size_t)t.byte_width)
             return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
-                                    "column '%s' (%s) needs exactly %d bytes, got %zu",
-                                    field->name, tname, t.byte_width, v->len);
+                                    "column '%s' (%s) needs exactly %d bytes, got %zu", field->name,
+                                    tname, t.byte_width, v->len);
         return MARBLE_OK;
     default:
         return marble_error_set(err, MARBLE_ERR_UNSUPPORTED,
@@ -335,10 +338,14 @@ int cli_append_text(marble_batch_builder *b, const struct ArrowSchema *field, in
     marble_value v;
     MARBLE_RETURN_NOT_OK(parse_value(field, text, &v, err));
     switch (v.kind) {
-    case MARBLE_VALUE_INT: return marble_builder_append_int(b, col, v.i, err);
-    case MARBLE_VALUE_UINT: return marble_builder_append_uint(b, col, v.u, err);
-    case MARBLE_VALUE_DOUBLE: return marble_builder_append_double(b, col, v.d, err);
-    default: return marble_builder_append_bytes(b, col, v.bytes, v.len, err);
+    case MARBLE_VALUE_INT:
+        return marble_builder_append_int(b, col, v.i, err);
+    case MARBLE_VALUE_UINT:
+        return marble_builder_append_uint(b, col, v.u, err);
+    case MARBLE_VALUE_DOUBLE:
+        return marble_builder_append_double(b, col, v.d, err);
+    default:
+        return marble_builder_append_bytes(b, col, v.bytes, v.len, err);
     }
 }
 

@@ -73,8 +73,7 @@ int cli_append_text(marble_batch_builder *b, const struct ArrowSchema *field, in
                     const char *text, marble_error *err);
 /* Parses "v1,v2,..." (up to nkey values, at least 1) as key values of the table. `vals` must
  * have room for 32; strings point into `text` (modified in place). */
-int cli_parse_key(const cli_table *t, char *text, marble_value *vals, size_t *n,
-                  marble_error *err);
+int cli_parse_key(const cli_table *t, char *text, marble_value *vals, size_t *n, marble_error *err);
 
 /* ---- output ---------------------------------------------------------------------------------- */
 
