@@ -1163,28 +1163,151 @@ static int cmp_rows(const void *a, const void *b)
     return x->seq > y->seq ? -1 : x->seq < y->seq;
 }
 
+/* Adds sorted rows [from, to) through its own hint. */
+static int insert_sorted(marble__memtable *mt, marble__memtable_hint *hint, const row_ref *rows,
+                         size_t from, size_t to, marble_error *err)
+{
+    int rc = MARBLE_OK;
+    for (size_t i = from; rc == MARBLE_OK && i < to; i++) {
+        const row_ref *r = &rows[i];
+        rc = marble__memtable_add_hint(mt, hint, r->seq,
+                                       r->op ? MARBLE__MEMTABLE_PUT : MARBLE__MEMTABLE_DELETE,
+                                       r->key, r->klen, r->val, r->vlen, err);
+        if (rc == MARBLE_ERR_EXISTS) rc = MARBLE_OK; /* a replayed duplicate */
+    }
+    return rc;
+}
+
+/* A sorted batch split into slices for parallel insertion. Slices are offered to the
+ * scheduler's workers through the database's background group; whoever claims a slice first
+ * (a worker, or the writer itself once its own slice is done) inserts it, so a writer never
+ * waits for a worker that is busy with a flush or a compaction, only for slices a worker has
+ * already started. Tasks that start late find their slice claimed and return. The shared block
+ * is freed by whoever drops the last reference (the writer or a late task). */
+typedef struct insert_shared insert_shared;
+
+typedef struct insert_slice {
+    insert_shared *s;
+    size_t from, to;
+    int claimed; /* under s->mu */
+    int rc;
+    marble_error err;
+} insert_slice;
+
+struct insert_shared {
+    atomic_int refs;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int active; /* slices claimed by workers and not finished (under mu) */
+    marble__memtable *mt;
+    const row_ref *rows;
+    size_t n;
+    insert_slice slice[];
+};
+
+static void insert_shared_unref(insert_shared *s)
+{
+    /* acq_rel: the last holder sees every other holder's writes before freeing */
+    if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1) return;
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s);
+}
+
+static int claim_slice(insert_shared *s, insert_slice *sl, int worker)
+{
+    pthread_mutex_lock(&s->mu);
+    int mine = !sl->claimed;
+    sl->claimed = 1;
+    if (mine && worker) s->active++;
+    pthread_mutex_unlock(&s->mu);
+    return mine;
+}
+
+static void run_slice(insert_slice *sl)
+{
+    marble__memtable_hint hint;
+    memset(&hint, 0, sizeof hint);
+    sl->rc = insert_sorted(sl->s->mt, &hint, sl->s->rows, sl->from, sl->to, &sl->err);
+}
+
+static marble_task_status insert_task(marble_task_ctx *ctx, void *arg)
+{
+    (void)ctx;
+    insert_slice *sl = arg;
+    insert_shared *s = sl->s;
+    if (claim_slice(s, sl, 1)) {
+        run_slice(sl);
+        pthread_mutex_lock(&s->mu);
+        if (--s->active == 0) pthread_cond_broadcast(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+    }
+    insert_shared_unref(s);
+    return MARBLE_TASK_DONE;
+}
+
+#define PARALLEL_INSERT_MIN 256 /* rows per slice at least: below, one thread inserts */
+#define PARALLEL_INSERT_MAX 16
+
+/* Inserts sorted rows in up to `slices` key-range slices, in parallel where workers are free. */
+static int insert_parallel(marble_db *db, marble__memtable *mt, const row_ref *rows, size_t n,
+                           size_t slices, marble_error *err)
+{
+    insert_shared *s = calloc(1, sizeof *s + slices * sizeof(insert_slice));
+    if (!s) return insert_sorted(mt, NULL, rows, 0, n, err);
+    atomic_init(&s->refs, 1);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    s->mt = mt;
+    s->rows = rows;
+    s->n = n;
+    for (size_t k = 0; k < slices; k++) {
+        s->slice[k].s = s;
+        s->slice[k].from = n * k / slices;
+        s->slice[k].to = n * (k + 1) / slices;
+    }
+    for (size_t k = 1; k < slices; k++) {
+        atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+        if (marble_group_spawn(&db->bg, insert_task, &s->slice[k]) != MARBLE_OK)
+            insert_shared_unref(s); /* not spawned: the writer does it below */
+    }
+    for (size_t k = 0; k < slices; k++)
+        if (claim_slice(s, &s->slice[k], 0)) run_slice(&s->slice[k]);
+    pthread_mutex_lock(&s->mu);
+    while (s->active > 0)
+        pthread_cond_wait(&s->cv, &s->mu);
+    pthread_mutex_unlock(&s->mu);
+    int rc = MARBLE_OK;
+    for (size_t k = 0; k < slices && rc == MARBLE_OK; k++)
+        if (s->slice[k].rc != MARBLE_OK) {
+            rc = s->slice[k].rc;
+            if (err) *err = s->slice[k].err;
+        }
+    insert_shared_unref(s);
+    return rc;
+}
+
 /* Adds the rows of a payload to the memtable; rows i takes seq + i. Large payloads are sorted
- * first so that the skiplist inserts walk forward from the previous one (the hint) instead of
- * searching from the top for every row. */
-static int insert_payload(marble__memref *m, const marble__bytes *payload, uint32_t count,
-                          uint64_t seq, marble_error *err)
+ * first so that the skiplist inserts walk forward from the previous one (the hint), and big
+ * sorted batches are split into key ranges inserted in parallel on the scheduler (the skiplist
+ * takes concurrent inserts; the rows become visible only when last_seq is published after all
+ * of them). */
+static int insert_payload(marble_db *db, marble__memref *m, const marble__bytes *payload,
+                          uint32_t count, uint64_t seq, marble_error *err)
 {
     uint32_t n;
     if (count >= 64 && count <= (1u << 24)) {
         collect_ctx cc = {malloc(sizeof(row_ref) * count), 0, seq};
         if (cc.rows) {
             int rc = payload_walk(payload->data, payload->len, &n, collect_row, &cc);
-            if (rc == MARBLE_OK) {
-                qsort(cc.rows, cc.n, sizeof *cc.rows, cmp_rows);
-                for (size_t i = 0; rc == MARBLE_OK && i < cc.n; i++) {
-                    const row_ref *r = &cc.rows[i];
-                    rc = marble__memtable_add_hint(m->mt, &m->hint, r->seq,
-                                                   r->op ? MARBLE__MEMTABLE_PUT
-                                                         : MARBLE__MEMTABLE_DELETE,
-                                                   r->key, r->klen, r->val, r->vlen, err);
-                    if (rc == MARBLE_ERR_EXISTS) rc = MARBLE_OK; /* a replayed duplicate */
-                }
-            }
+            if (rc == MARBLE_OK) qsort(cc.rows, cc.n, sizeof *cc.rows, cmp_rows);
+            size_t slices = db && db->bg_ready ? (size_t)marble_sched_threads(db->sched) + 1 : 1;
+            if (slices > cc.n / PARALLEL_INSERT_MIN) slices = cc.n / PARALLEL_INSERT_MIN;
+            if (slices > PARALLEL_INSERT_MAX) slices = PARALLEL_INSERT_MAX;
+            if (rc == MARBLE_OK && slices >= 2)
+                rc = insert_parallel(db, m->mt, cc.rows, cc.n, slices, err);
+            else if (rc == MARBLE_OK)
+                rc = insert_sorted(m->mt, &m->hint, cc.rows, 0, cc.n, err);
             free(cc.rows);
             return rc;
         }
@@ -1215,7 +1338,7 @@ static int commit_locked(marble_db *db, marble__bytes *payload, uint32_t count, 
         return rc;
     }
     db->next_seq += count;
-    rc = insert_payload(db->mem, payload, count, seq, err);
+    rc = insert_payload(db, db->mem, payload, count, seq, err);
     if (rc != MARBLE_OK) { /* only NO_MEMORY can get here: the WAL has it, reopen replays it */
         db->write_error = rc;
         db->write_err = err ? *err : (marble_error){rc, "memtable insert failed"};
@@ -2077,7 +2200,7 @@ static int replay_record(uint64_t seq, const void *payload, size_t len, void *ud
     if (last > c->max_seq) c->max_seq = last;
     if (last <= c->flushed_seq) return MARBLE_OK; /* already in an SSTable */
     marble__bytes p = {(uint8_t *)payload, len, len};
-    return insert_payload(c->db->mem, &p, n, seq, c->err);
+    return insert_payload(c->db, c->db->mem, &p, n, seq, c->err);
 }
 
 typedef struct garbage_ctx {
@@ -2327,6 +2450,7 @@ int marble_db_open(const char *uri, const marble_db_options *opts, marble_db **o
 
     marble_group_init(&db->bg, db->sched, NULL);
     group_inited = 1;
+    db->bg_ready = 1;
     /* a replay larger than the write buffer is flushed now, in the background */
     if (marble__memtable_count(db->mem->mt) > 0 &&
         marble__memtable_used_bytes(db->mem->mt) >= o.write_buffer_size) {

@@ -116,6 +116,7 @@ struct marble_db {
 
     /* background work */
     marble_group bg;
+    int bg_ready; /* bg is initialized (after recovery) */
     int flush_running;
     int compactions_running;
     int compactions_active;   /* of those, the ones that picked work and run it */
