@@ -8,6 +8,7 @@
 #include "marble/sched.h"
 #include "marble/vfs.h"
 #include "marble/arrow.h"
+#include "marble/csv.h"
 #include "marble/db.h"
 #include "marble/remote.h"
 

@@ -115,6 +115,42 @@ static int next_byte(marble_csv_reader *r, int *c, int advance, marble_error *er
 
 /* ---- records --------------------------------------------------------------------------------- */
 
+/* Appends n bytes (a run without special characters) to the record. */
+static int rec_append(marble_csv_reader *r, csv_rec *rec, const uint8_t *p, size_t n,
+                      marble_error *err)
+{
+    if (n > r->o.max_record_bytes - rec->len)
+        return marble_error_set(err, MARBLE_ERR_CORRUPTION,
+                                "line %lld, column %d: record longer than %zu bytes (an "
+                                "unterminated quote?)",
+                                (long long)rec->line, rec->nf, r->o.max_record_bytes);
+    if (rec->cap - rec->len < n) {
+        size_t ncap = rec->cap ? rec->cap : 256;
+        while (ncap - rec->len < n)
+            ncap *= 2;
+        char *nd = realloc(rec->data, ncap);
+        if (!nd) return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "csv: out of memory");
+        rec->data = nd;
+        rec->cap = ncap;
+    }
+    memcpy(rec->data + rec->len, p, n);
+    rec->len += n;
+    return MARBLE_OK;
+}
+
+/* Appends the buffered bytes up to the next delimiter, line end or (quoted) quote. */
+static int rec_run(marble_csv_reader *r, csv_rec *rec, int quoted, marble_error *err)
+{
+    const int delim = quoted ? r->quote : (unsigned char)r->o.delimiter;
+    size_t s = r->in_pos, e = s;
+    while (e < r->in_len && r->in[e] != delim && r->in[e] != '\n' && r->in[e] != '\r')
+        e++;
+    if (e == s) return MARBLE_OK;
+    MARBLE_RETURN_NOT_OK(rec_append(r, rec, r->in + s, e - s, err));
+    r->in_pos = e;
+    return MARBLE_OK;
+}
+
 static int rec_put(marble_csv_reader *r, csv_rec *rec, int c, marble_error *err)
 {
     if (rec->len >= r->o.max_record_bytes)
@@ -137,9 +173,8 @@ static int rec_field(csv_rec *rec, marble_error *err)
 {
     if (rec->nf == rec->fcap) {
         if (rec->fcap >= (1 << 20))
-            return marble_error_set(err, MARBLE_ERR_CORRUPTION,
-                                    "line %lld: more than %d fields", (long long)rec->line,
-                                    1 << 20);
+            return marble_error_set(err, MARBLE_ERR_CORRUPTION, "line %lld: more than %d fields",
+                                    (long long)rec->line, 1 << 20);
         int ncap = rec->fcap ? rec->fcap * 2 : 16;
         csv_fld *nf = realloc(rec->f, (size_t)ncap * sizeof *nf);
         if (!nf) return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "csv: out of memory");
@@ -190,6 +225,7 @@ static int parse_record(marble_csv_reader *r, int *got, marble_error *err)
         if (c == q) {
             f->quoted = 1;
             for (;;) {
+                MARBLE_RETURN_NOT_OK(rec_run(r, rec, 1, err));
                 MARBLE_RETURN_NOT_OK(next_byte(r, &c, 1, err));
                 if (c < 0) {
                     rec_bad(rec, "unterminated quoted field");
@@ -215,6 +251,7 @@ static int parse_record(marble_csv_reader *r, int *got, marble_error *err)
         }
         while (c >= 0 && c != delim && c != '\n' && c != '\r') {
             MARBLE_RETURN_NOT_OK(rec_put(r, rec, c, err));
+            MARBLE_RETURN_NOT_OK(rec_run(r, rec, 0, err));
             MARBLE_RETURN_NOT_OK(next_byte(r, &c, 1, err));
         }
         f = &rec->f[rec->nf - 1];
@@ -374,8 +411,7 @@ static int parse_timestamp(const char *p, size_t n, marble_time_unit unit, int64
     if (i < n && (p[i] == 'T' || p[i] == 't' || p[i] == ' ')) {
         int hh, mm, ss;
         if (n - i < 9 || p[i + 3] != ':' || p[i + 6] != ':' || digits(p + i + 1, 2, &hh) ||
-            digits(p + i + 4, 2, &mm) || digits(p + i + 7, 2, &ss) || hh > 23 || mm > 59 ||
-            ss > 59)
+            digits(p + i + 4, 2, &mm) || digits(p + i + 7, 2, &ss) || hh > 23 || mm > 59 || ss > 59)
             return 1;
         secs = hh * 3600 + mm * 60 + ss;
         i += 9;
@@ -480,9 +516,8 @@ static int convert(marble_csv_reader *r, int field, int col)
         rc = parse_i64(p, n, &v->i);
         if (rc == 1) return value_bad(r, field, col, p, n, "is not a valid");
         int bits = t->byte_width * 8;
-        if (rc == 2 ||
-            (bits < 64 && (v->i < -((int64_t)1 << (bits - 1)) ||
-                           v->i > ((int64_t)1 << (bits - 1)) - 1)))
+        if (rc == 2 || (bits < 64 && (v->i < -((int64_t)1 << (bits - 1)) ||
+                                      v->i > ((int64_t)1 << (bits - 1)) - 1)))
             return value_bad(r, field, col, p, n, "is out of range for");
         v->kind = 1;
         return 0;

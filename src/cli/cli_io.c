@@ -1,5 +1,5 @@
-/* `marble import` and `marble export`: Arrow IPC files and streams (and CSV out) through the
- * VFS, compressed by extension, with a progress bar and Ctrl-C. */
+/* `marble import` and `marble export`: Arrow IPC files and streams and CSV through the VFS,
+ * compressed by extension, with a progress bar and Ctrl-C. */
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,20 +13,165 @@ static int looks_like_csv(const char *path)
     return f == CLI_FMT_CSV;
 }
 
+/* Registers the remote backend a URI needs (as cli_open_db does for databases). */
+static void csv_prepare_scheme(const char *uri)
+{
+    marble_fs *fs = cli_fs();
+    marble_error err = {0};
+    marble_vfs *v = NULL;
+    if (!strncmp(uri, "s3://", 5) && !marble_fs_backend(fs, "s3")) {
+        marble_s3_options o;
+        marble_s3_options_init(&o);
+        if (marble_vfs_s3_create(&o, &v, &err) == MARBLE_OK) marble_fs_register(fs, "s3", v, &err);
+    } else if (!strncmp(uri, "http", 4)) {
+        int secure = !strncmp(uri, "https://", 8);
+        const char *scheme = secure ? "https" : "http";
+        if ((secure || !strncmp(uri, "http://", 7)) && !marble_fs_backend(fs, scheme)) {
+            marble_http_options o;
+            marble_http_options_init(&o);
+            if (marble_vfs_http_create(&o, secure, &v, &err) == MARBLE_OK)
+                marble_fs_register(fs, scheme, v, &err);
+        }
+    }
+}
+
+typedef struct csv_input {
+    marble_file *f;
+    uint64_t off; /* bytes read (after decompression) */
+} csv_input;
+
+static int csv_input_read(void *ctx, void *buf, size_t cap, size_t *got, marble_error *err)
+{
+    csv_input *in = ctx;
+    size_t n = 0;
+    MARBLE_RETURN_NOT_OK(marble_file_read(in->f, in->off, buf, cap, &n, err));
+    in->off += n;
+    *got = n;
+    return MARBLE_OK;
+}
+
+/* Imports a CSV file (read as a stream through the CSV reader, with the table's schema). */
+static int import_csv(const char *cmd, const char *dburi, const char *table, const char *path,
+                      int skip_bad, int no_header)
+{
+    marble_error err = {0};
+    marble_db *db = NULL;
+    struct ArrowSchema schema;
+    memset(&schema, 0, sizeof schema);
+    csv_input in = {NULL, 0};
+    marble_csv_reader *rd = NULL;
+    int rc = CLI_OK;
+    if (cli_open_db(cmd, dburi, 0, 1, &db)) return CLI_FAIL;
+    if (marble_db_describe_table(db, table, &schema, NULL, NULL, &err) != MARBLE_OK) {
+        rc = cli_fail(cmd, "cannot import", &err);
+        goto done;
+    }
+    csv_prepare_scheme(path);
+    int compressed = marble_codec_from_path(path) != MARBLE_CODEC_NONE;
+    uint64_t total = 0;
+    if (!compressed) {
+        marble_stat st;
+        if (marble_fs_stat(cli_fs(), path, &st, NULL) == MARBLE_OK) total = st.size;
+    }
+    if (marble_fs_open(cli_fs(), path, MARBLE_OPEN_READ | (compressed ? MARBLE_OPEN_COMPRESSED : 0),
+                       &in.f, &err) != MARBLE_OK) {
+        rc = cli_fail(cmd, "cannot read the input file", &err);
+        goto done;
+    }
+    marble_csv_options o;
+    marble_csv_options_init(&o);
+    o.header = !no_header;
+    o.skip_bad_rows = skip_bad;
+    marble_csv_source src = {csv_input_read, &in};
+    if (marble_csv_reader_create(&src, &schema, &o, &rd, &err) != MARBLE_OK) {
+        cli_errorf(cmd, "%s: %s", path, err.message);
+        rc = CLI_FAIL;
+        goto done;
+    }
+    int64_t rows = 0, batches = 0;
+    cli_progress pg;
+    cli_progress_start(&pg, "importing", "rows", 0);
+    marble_write_options wo = {0};
+    for (;;) {
+        if (cli_interrupted) {
+            rc = CLI_CANCELLED;
+            break;
+        }
+        struct ArrowArray a;
+        if (marble_csv_reader_next(rd, &a, &err) != MARBLE_OK) {
+            cli_progress_end(&pg);
+            cli_errorf(cmd, "%s: %s", path, err.message);
+            rc = CLI_FAIL;
+            break;
+        }
+        if (!a.release) break;
+        int prc = marble_db_put(db, table, &schema, &a, &wo, &err);
+        int64_t len = a.length;
+        marble_arrow_array_release(&a);
+        if (prc != MARBLE_OK) {
+            cli_progress_end(&pg);
+            cli_errorf(cmd, "importing rows %" PRId64 "..%" PRId64 " of %s: %s", rows + 1,
+                       rows + len, path, err.message);
+            rc = CLI_FAIL;
+            break;
+        }
+        rows += len;
+        batches++;
+        cli_progress_update(&pg, (uint64_t)rows, total ? (double)in.off / (double)total : -1.0);
+    }
+    cli_progress_end(&pg);
+    marble_csv_stats st;
+    marble_csv_reader_stats(rd, &st);
+    if (rc == CLI_OK) {
+        fprintf(stderr, "imported %" PRId64 " rows (%" PRId64 " batches) into %s", rows, batches,
+                table);
+        if (st.bad_rows)
+            fprintf(stderr, "; skipped %" PRId64 " bad row%s (first: %s)\n", st.bad_rows,
+                    st.bad_rows == 1 ? "" : "s", st.first_bad_message);
+        else
+            fprintf(stderr, "; skipped 0 bad rows\n");
+    } else if (rc == CLI_CANCELLED) {
+        fprintf(stderr, "stopped after %" PRId64 " rows; they stay imported\n", rows);
+    } else if (rows > 0) {
+        fprintf(stderr, "the %" PRId64 " rows before it stay imported\n", rows);
+    }
+done:
+    marble_csv_reader_destroy(rd);
+    if (in.f) marble_file_close(in.f, NULL);
+    if (db && cli_close_db(cmd, db) != CLI_OK && rc == CLI_OK) rc = CLI_FAIL;
+    marble_arrow_schema_release(&schema);
+    if (rc == CLI_CANCELLED) return cli_cancelled(cmd);
+    return rc;
+}
+
 int marble_cli_import(int argc, char **argv)
 {
     const char *cmd = "import", *pos[3] = {0};
-    int npos = 0;
+    int npos = 0, skip_bad = 0, no_header = 0;
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) {
-            printf("usage: marble import DB TABLE FILE\n"
+            printf("usage: marble import DB TABLE FILE [--skip-bad-rows] [--no-header]\n"
                    "Upserts every row of FILE into the table, batch by batch in file order.\n"
                    "FILE is an Arrow IPC file (.arrow, .feather) or stream (.arrows), told apart\n"
-                   "by its magic bytes, optionally compressed (.zst, .lz4, .gz); any VFS URI.\n"
-                   "Its columns must be the table's (by name and type, in any order).\n"
+                   "by its magic bytes, or CSV (.csv), optionally compressed (.zst, .lz4, .gz);\n"
+                   "any VFS URI. Arrow columns must be the table's (by name and type, in any\n"
+                   "order). CSV is read with the table's schema: a header row naming the columns\n"
+                   "(matched by name, else by position; --no-header: none, columns in table\n"
+                   "order), RFC 4180 quoting, empty unquoted fields as nulls. A malformed line\n"
+                   "stops the import with its line and column; --skip-bad-rows skips and counts\n"
+                   "such lines instead.\n"
                    "Ctrl-C stops between batches; the rows imported so far stay.\n"
-                   "example: marble import ./shop.db orders orders.arrow.zst\n");
+                   "example: marble import ./shop.db orders orders.arrow.zst\n"
+                   "         marble import ./shop.db orders orders.csv.gz --skip-bad-rows\n");
             return CLI_OK;
+        }
+        if (!strcmp(argv[i], "--skip-bad-rows")) {
+            skip_bad = 1;
+            continue;
+        }
+        if (!strcmp(argv[i], "--no-header")) {
+            no_header = 1;
+            continue;
         }
         if (argv[i][0] == '-' && argv[i][1]) return cli_usagef(cmd, "unknown option '%s'", argv[i]);
         if (npos == 3) return cli_usagef(cmd, "unexpected argument '%s'", argv[i]);
@@ -34,12 +179,11 @@ int marble_cli_import(int argc, char **argv)
     }
     if (npos < 3) return cli_usagef(cmd, "needs DB, TABLE and FILE");
     if (looks_like_csv(pos[2])) {
-        cli_errorf(cmd,
-                   "not supported yet: CSV import (%s); convert it to an Arrow IPC file "
-                   "first",
-                   pos[2]);
-        return CLI_USAGE;
+        cli_install_sigint();
+        return import_csv(cmd, pos[0], pos[1], pos[2], skip_bad, no_header);
     }
+    if (skip_bad || no_header)
+        return cli_usagef(cmd, "--skip-bad-rows and --no-header are for CSV files (.csv)");
     cli_install_sigint();
     marble_error err = {0};
     void *data = NULL;
@@ -51,8 +195,8 @@ int marble_cli_import(int argc, char **argv)
     if (!(size >= 6 && !memcmp(d, "ARROW1", 6)) && !(size >= 4 && !memcmp(d, cont, 4))) {
         free(data);
         cli_errorf(cmd,
-                   "%s is neither an Arrow IPC file nor an Arrow IPC stream (CSV import is "
-                   "not supported yet)",
+                   "%s is neither an Arrow IPC file nor an Arrow IPC stream (name a CSV "
+                   "file .csv)",
                    pos[2]);
         return CLI_USAGE;
     }

@@ -42,7 +42,7 @@ static void usage(FILE *f)
                "  delete DB TABLE KEY                  delete one row by its key\n"
                "  scan DB TABLE [--from K] [--to K] [--columns a,b] [--limit N]\n"
                "                                       print rows in key order\n"
-               "  import DB TABLE FILE                 load an Arrow IPC file or stream\n"
+               "  import DB TABLE FILE                 load an Arrow IPC file or stream, or CSV\n"
                "  export DB TABLE FILE                 write a table as Arrow, CSV or JSON\n"
                "maintenance:\n"
                "  compact DB [TABLE]                   compact to one sorted level\n"
