@@ -13,28 +13,6 @@ static int looks_like_csv(const char *path)
     return f == CLI_FMT_CSV;
 }
 
-/* Registers the remote backend a URI needs (as cli_open_db does for databases). */
-static void csv_prepare_scheme(const char *uri)
-{
-    marble_fs *fs = cli_fs();
-    marble_error err = {0};
-    marble_vfs *v = NULL;
-    if (!strncmp(uri, "s3://", 5) && !marble_fs_backend(fs, "s3")) {
-        marble_s3_options o;
-        marble_s3_options_init(&o);
-        if (marble_vfs_s3_create(&o, &v, &err) == MARBLE_OK) marble_fs_register(fs, "s3", v, &err);
-    } else if (!strncmp(uri, "http", 4)) {
-        int secure = !strncmp(uri, "https://", 8);
-        const char *scheme = secure ? "https" : "http";
-        if ((secure || !strncmp(uri, "http://", 7)) && !marble_fs_backend(fs, scheme)) {
-            marble_http_options o;
-            marble_http_options_init(&o);
-            if (marble_vfs_http_create(&o, secure, &v, &err) == MARBLE_OK)
-                marble_fs_register(fs, scheme, v, &err);
-        }
-    }
-}
-
 typedef struct csv_input {
     marble_file *f;
     uint64_t off; /* bytes read (after decompression) */
@@ -66,7 +44,6 @@ static int import_csv(const char *cmd, const char *dburi, const char *table, con
         rc = cli_fail(cmd, "cannot import", &err);
         goto done;
     }
-    csv_prepare_scheme(path);
     int compressed = marble_codec_from_path(path) != MARBLE_CODEC_NONE;
     uint64_t total = 0;
     if (!compressed) {

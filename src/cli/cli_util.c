@@ -9,8 +9,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include "marble/remote.h"
-
 void cli_errorf(const char *cmd, const char *fmt, ...)
 {
     va_list ap;
@@ -116,34 +114,10 @@ marble_fs *cli_fs(void)
     return g_fs;
 }
 
-/* Registers the remote backends a URI needs (only then: they set up HTTP clients). */
-static void prepare_scheme(const char *uri)
-{
-    marble_fs *fs = cli_fs();
-    marble_error err = {0};
-    marble_vfs *v = NULL;
-    if (!strncmp(uri, "s3://", 5) && !marble_fs_backend(fs, "s3")) {
-        marble_s3_options o;
-        marble_s3_options_init(&o);
-        if (marble_vfs_s3_create(&o, &v, &err) == MARBLE_OK) marble_fs_register(fs, "s3", v, &err);
-    } else if (!strncmp(uri, "http://", 7) && !marble_fs_backend(fs, "http")) {
-        marble_http_options o;
-        marble_http_options_init(&o);
-        if (marble_vfs_http_create(&o, 0, &v, &err) == MARBLE_OK)
-            marble_fs_register(fs, "http", v, &err);
-    } else if (!strncmp(uri, "https://", 8) && !marble_fs_backend(fs, "https")) {
-        marble_http_options o;
-        marble_http_options_init(&o);
-        if (marble_vfs_http_create(&o, 1, &v, &err) == MARBLE_OK)
-            marble_fs_register(fs, "https", v, &err);
-    }
-}
-
 int cli_open_db(const char *cmd, const char *uri, int create, int verify, marble_db **db)
 {
     marble_error err = {0};
     marble_db_options o;
-    prepare_scheme(uri);
     marble_db_options_init(&o);
     o.fs = cli_fs();
     o.create_if_missing = create;
@@ -182,7 +156,6 @@ int cli_close_db(const char *cmd, marble_db *db)
 
 int cli_read_file(const char *uri, void **data, size_t *size, marble_error *err)
 {
-    prepare_scheme(uri);
     marble_fs *fs = cli_fs();
     if (marble_codec_from_path(uri) == MARBLE_CODEC_NONE)
         return marble_fs_read_all(fs, uri, data, size, err);

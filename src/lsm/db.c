@@ -986,12 +986,10 @@ static void maybe_schedule(marble_db *db)
 /* ---- write path -------------------------------------------------------------------------------
  */
 
+/* L0 files of the installed version; mu held (no manifest lock or reference on the write path). */
 static size_t l0_files(marble_db *db)
 {
-    marble__version *v = marble__manifest_current(db->manifest);
-    size_t n = marble__version_num_files(v, 0);
-    marble__version_unref(v);
-    return n;
+    return marble__version_num_files(db->current, 0);
 }
 
 /* Called with wmu held and mu not held. Rotates a full memtable, slows or stalls writers while

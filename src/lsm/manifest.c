@@ -837,18 +837,25 @@ static int fail_sticky(marble__manifest *m, int rc, marble_error *e, marble_erro
 }
 
 /* Under write_mu: snapshot into MANIFEST-(number+1), then switch CURRENT to it. */
-/* Object-store mode: writes version v as the new object MANIFEST-(n+1), then removes the old. */
-static int write_object_locked(marble__manifest *m, const marble__version *v, marble_error *err)
+/* Writes version v as one snapshot record into a new MANIFEST-(n+1) and makes it the live one,
+ * then removes MANIFEST-n. Log mode: the new file stays open for the edits that follow and
+ * CURRENT is switched with a durable rename. Object-store mode: the object is created with
+ * EXCLUSIVE and completed by sync and close; there is no CURRENT (open takes the highest n). */
+static int write_snapshot_locked(marble__manifest *m, const marble__version *v, marble_error *err)
 {
     uint64_t no = m->number + 1;
     char name[NAME_MAX_LEN], old_name[NAME_MAX_LEN];
     manifest_name(name, no);
-    char *uri = join(m->dir, name), *old = NULL;
+    char *uri = join(m->dir, name), *old = NULL, *tmp = NULL, *cur = NULL;
+    if (!m->object_store) {
+        tmp = join(m->dir, "CURRENT.tmp");
+        cur = join(m->dir, "CURRENT");
+    }
+    marble_file *f = NULL;
     unsigned char *rec = NULL;
     size_t len = 0;
     marble__version_edit snap;
     marble__edit_init(&snap);
-    marble_file *f = NULL;
     marble_error e;
     marble_error_clear(&e);
     int rc = MARBLE_OK;
@@ -856,88 +863,41 @@ static int write_object_locked(marble__manifest *m, const marble__version *v, ma
         manifest_name(old_name, m->number);
         old = join(m->dir, old_name);
     }
-    if (!uri || (m->number && !old) || marble__version_to_edit(v, &snap) != MARBLE_OK) {
-        rc = marble_error_set(err, MARBLE_ERR_NO_MEMORY, "manifest %s: write", m->dir);
+    if (!uri || (!m->object_store && (!tmp || !cur)) || (m->number && !old) ||
+        marble__version_to_edit(v, &snap) != MARBLE_OK) {
+        rc = marble_error_set(err, MARBLE_ERR_NO_MEMORY, "manifest %s: writing %s", m->dir, name);
         goto cleanup;
     }
     rc = frame_record(no, &snap, &rec, &len, err);
     if (rc != MARBLE_OK) goto cleanup;
-    rc = marble_fs_open(m->fs, uri,
-                        MARBLE_OPEN_WRITE | MARBLE_OPEN_CREATE | MARBLE_OPEN_TRUNCATE |
-                            MARBLE_OPEN_EXCLUSIVE,
-                        &f, &e);
+    int flags = MARBLE_OPEN_WRITE | MARBLE_OPEN_CREATE | MARBLE_OPEN_TRUNCATE;
+    if (m->object_store) flags |= MARBLE_OPEN_EXCLUSIVE;
+    rc = marble_fs_open(m->fs, uri, flags, &f, &e);
     if (rc == MARBLE_OK) rc = marble_file_append(f, rec, len, &e);
     if (rc == MARBLE_OK) rc = marble_file_sync(f, MARBLE_SYNC_FULL, &e);
-    if (f) {
-        int crc = marble_file_close(f, rc == MARBLE_OK ? &e : NULL);
-        if (rc == MARBLE_OK) rc = crc;
+    if (m->object_store) {
+        if (f) {
+            int crc = marble_file_close(f, rc == MARBLE_OK ? &e : NULL);
+            if (rc == MARBLE_OK) rc = crc;
+            f = NULL;
+        }
+    } else {
+        char content[NAME_MAX_LEN + 1];
+        manifest_name(content, no);
+        strcat(content, "\n");
+        if (rc == MARBLE_OK) rc = marble_fs_sync_dir(m->fs, m->dir, &e);
+        if (rc == MARBLE_OK) rc = marble_fs_write_all(m->fs, tmp, content, strlen(content), 0, &e);
+        if (rc == MARBLE_OK) rc = marble_fs_rename(m->fs, tmp, cur, 1, &e);
     }
     if (rc != MARBLE_OK) {
+        marble_file_close(f, NULL);
         marble_error cause = e;
         marble_error_set(&e, rc, "manifest %s: writing %s: %s", m->dir, name, cause.message);
         rc = fail_sticky(m, rc, &e, err);
         goto cleanup;
     }
-    m->number = no;
-    m->size = len;
-    if (old) marble_fs_remove(m->fs, old, NULL);
-cleanup:
-    marble__edit_free(&snap);
-    free(rec);
-    free(uri);
-    free(old);
-    return rc;
-}
-
-static int roll_locked(marble__manifest *m, marble_error *err)
-{
-    if (m->object_store) return write_object_locked(m, m->current, err);
-    {
-    uint64_t no = m->number + 1;
-    char name[NAME_MAX_LEN], old_name[NAME_MAX_LEN];
-    manifest_name(name, no);
-    char *uri = join(m->dir, name), *tmp = join(m->dir, "CURRENT.tmp");
-    char *cur = join(m->dir, "CURRENT"), *old = NULL;
-    marble_file *f = NULL;
-    unsigned char *rec = NULL;
-    size_t len = 0;
-    marble__version_edit snap;
-    marble__edit_init(&snap);
-    marble_error e;
-    marble_error_clear(&e);
-    int rc = MARBLE_OK;
-    if (m->number) {
-        manifest_name(old_name, m->number);
-        old = join(m->dir, old_name);
-    }
-    if (!uri || !tmp || !cur || (m->number && !old) ||
-        marble__version_to_edit(m->current, &snap) != MARBLE_OK) {
-        rc = marble_error_set(err, MARBLE_ERR_NO_MEMORY, "manifest %s: roll", m->dir);
-        goto cleanup;
-    }
-    rc = frame_record(no, &snap, &rec, &len, err);
-    if (rc != MARBLE_OK) goto cleanup;
-    char content[NAME_MAX_LEN + 1];
-    manifest_name(content, no);
-    strcat(content, "\n");
-    rc = marble_fs_open(m->fs, uri, MARBLE_OPEN_WRITE | MARBLE_OPEN_CREATE | MARBLE_OPEN_TRUNCATE,
-                        &f, &e);
-    if (rc == MARBLE_OK) rc = marble_file_append(f, rec, len, &e);
-    if (rc == MARBLE_OK) rc = marble_file_sync(f, MARBLE_SYNC_FULL, &e);
-    if (rc == MARBLE_OK) rc = marble_fs_sync_dir(m->fs, m->dir, &e);
-    if (rc == MARBLE_OK) rc = marble_fs_write_all(m->fs, tmp, content, strlen(content), 0, &e);
-    if (rc == MARBLE_OK) rc = marble_fs_rename(m->fs, tmp, cur, 1, &e);
-    if (rc != MARBLE_OK) {
-        marble_file_close(f, NULL);
-        f = NULL;
-        marble_error cause = e;
-        marble_error_set(&e, rc, "manifest %s: rolling to %s: %s", m->dir, name, cause.message);
-        rc = fail_sticky(m, rc, &e, err);
-        goto cleanup;
-    }
     marble_file_close(m->file, NULL);
-    m->file = f;
-    f = NULL;
+    m->file = f; /* NULL in object-store mode */
     m->number = no;
     m->size = len;
     if (old) marble_fs_remove(m->fs, old, NULL);
@@ -949,7 +909,11 @@ cleanup:
     free(cur);
     free(old);
     return rc;
-    }
+}
+
+static int roll_locked(marble__manifest *m, marble_error *err)
+{
+    return write_snapshot_locked(m, m->current, err);
 }
 
 int marble__manifest_roll(marble__manifest *m, marble_error *err)
@@ -982,7 +946,7 @@ int marble__manifest_apply(marble__manifest *m, const marble__version_edit *edit
     rc = version_build(m->current, edit, &nv, err);
     if (rc != MARBLE_OK) goto cleanup;
     if (m->object_store) {
-        rc = write_object_locked(m, nv, err);
+        rc = write_snapshot_locked(m, nv, err);
         if (rc != MARBLE_OK) goto cleanup;
         goto install;
     }
