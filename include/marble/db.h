@@ -45,6 +45,7 @@
 
 #include "marble/arrow.h"
 #include "marble/error.h"
+#include "marble/pipeline.h"
 #include "marble/sched.h"
 #include "marble/vfs.h"
 
@@ -243,6 +244,46 @@ MARBLE_API int marble_db_scan(marble_db *db, const char *table, const marble_key
 MARBLE_API int marble_db_scan_prefix(marble_db *db, const char *table, marble_key prefix,
                                      const marble_read_options *ro, struct ArrowArrayStream *out,
                                      marble_error *err);
+
+/* ---- scan sources for pipelines ----------------------------------------------------------------
+ * A table scan as a pipeline source (marble/pipeline.h): morsels are SSTable batches (zero-copy
+ * slices of the projected columns) when the visible data is one clean sorted run, else key-range
+ * partitions merged across the memtables and levels. The source reads one snapshot and holds the
+ * files it reads until released. Morsels come in key order (morsel i's keys precede morsel
+ * i+1's), so a streaming pipeline's output is in key order.
+ *
+ * Pruning predicates are conjuncts "column op literal" (op EQ, LT, LE, GT, GE) that the caller
+ * guarantees every wanted row satisfies: the source uses them to skip SSTables and batches (key
+ * range from the leading key columns, zone maps of any fixed-width column, the bloom filter
+ * when they fix the whole key) but does not filter rows by them: a pipeline filter still does.
+ */
+typedef struct marble_scan_predicate {
+    const char *column;
+    marble_expr_op op;  /* MARBLE_OP_EQ, _LT, _LE, _GT, _GE */
+    marble_datum value; /* INT, DOUBLE, BOOL or STRING */
+} marble_scan_predicate;
+
+typedef struct marble_scan_counters {
+    int64_t files_total, files_skipped, bloom_skipped;
+    int64_t batches_total, batches_skipped;
+    int64_t rows_scanned; /* updated as morsels are read (atomically) */
+} marble_scan_counters;
+
+typedef struct marble_scan_spec {
+    const marble_snapshot *snapshot;      /* NULL: the state at this call */
+    const char *const *columns;           /* NULL: every column */
+    size_t n_columns;
+    const marble_key_range *range;        /* NULL: the whole table */
+    const marble_scan_predicate *preds;   /* pruning only, see above */
+    size_t n_preds;
+    int64_t batch_rows;                   /* 0: the SSTable batch size (4096) */
+    marble_scan_counters *counters;       /* may be NULL; must outlive the source */
+} marble_scan_spec;
+
+MARBLE_API int marble_db_scan_source(marble_db *db, const char *table, const marble_scan_spec *spec,
+                                     marble_source *out, marble_error *err);
+/* The scheduler the database runs its work on (for executing pipelines over its tables). */
+MARBLE_API marble_sched *marble_db_sched(marble_db *db);
 
 /* ---- the key-value API ------------------------------------------------------------------------
  * A built-in table of binary key -> binary value with RocksDB's semantics: keys are compared

@@ -11,5 +11,7 @@
 #include "marble/csv.h"
 #include "marble/db.h"
 #include "marble/remote.h"
+#include "marble/pipeline.h"
+#include "marble/query.h"
 
 #endif
