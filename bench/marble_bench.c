@@ -1,6 +1,7 @@
 /* marble-bench: Marble's benchmark driver (`sched`: task schedulers; `vfs`: file I/O; `arrow`:
  * Arrow IPC; `db`: the database beside RocksDB and LevelDB; `remote`: the HTTP and S3 backends
- * and the block cache beside local reads). */
+ * and the block cache beside local reads; `query`: SQL queries beside DuckDB; `interrupt`:
+ * cancellation latency). */
 #include "bench_db.h"
 #include "bench_sched.h"
 #include "bench_tree.h"
@@ -22,6 +23,12 @@
 #define VFS_RAND_MIB 64
 #define VFS_RAND_OPS 100000u
 #define VFS_CODEC_MIB 64
+
+/* bench/query_bench.c, bench/interrupt_bench.c */
+int bench_query_area(int argc, char **argv);
+int bench_interrupt_area(int argc, char **argv);
+/* bench/compact_bench.c */
+int bench_compact_area(int argc, char **argv);
 
 /* bench/remote_bench.c */
 int bench_remote_run(int json, const char *http_url, const char *s3_endpoint, const char *s3_bucket,
@@ -78,6 +85,11 @@ static void usage(FILE *f)
         "  remote  reads through the HTTP and S3 backends, without and with the block cache,\n"
         "          beside the same reads of a local file, and a database scan on S3 beside\n"
         "          local disk (bench/remote.sh starts nginx and s3rver on 127.0.0.1 and runs it)\n"
+        "  query   four SQL queries over a 10M-row table on Marble beside DuckDB (node peer)\n"
+        "          (marble-bench query --help)\n"
+        "  interrupt  cancellation latency of long operations (marble-bench interrupt --help)\n"
+        "  compact full manual compaction with 1 and 2 threads beside RocksDB's CompactRange\n"
+        "          (marble-bench compact --help)\n"
         "\n"
         "options of sched:\n"
         "  --json              one JSON object per line instead of the table\n"
@@ -980,10 +992,13 @@ int main(int argc, char **argv)
     if (!strcmp(argv[1], "arrow")) return bench_arrow_area(argc - 2, argv + 2);
     if (!strcmp(argv[1], "db")) return bench_db_area_args(argc - 2, argv + 2);
     if (!strcmp(argv[1], "remote")) return bench_remote_area(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "query")) return bench_query_area(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "interrupt")) return bench_interrupt_area(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "compact")) return bench_compact_area(argc - 2, argv + 2);
     fprintf(
         stderr,
-        "marble-bench: unknown area '%s' (known: sched, vfs, arrow, db, remote; see marble-bench "
-        "--help)\n",
+        "marble-bench: unknown area '%s' (known: sched, vfs, arrow, db, remote, query, interrupt, compact; "
+        "see marble-bench --help)\n",
         argv[1]);
     return 2;
 }

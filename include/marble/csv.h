@@ -105,6 +105,46 @@ MARBLE_API void marble_csv_reader_stats(const marble_csv_reader *r, marble_csv_s
 /* Accepts NULL. */
 MARBLE_API void marble_csv_reader_destroy(marble_csv_reader *r);
 
+/* ---- the CSV writer ----------------------------------------------------------------------------
+ * Writes record batches as CSV (RFC 4180): a header row of the column names (unless header is
+ * 0), one record per row, fields separated by `delimiter`, records ended by "\n". A field is
+ * quoted (and quotes doubled inside) when it holds the delimiter, the quote, CR or LF, or when
+ * it is an empty string (so that it does not read back as a null); a null is an empty unquoted
+ * field. Values: bool true/false; integers in decimal; float64 as %.15g, or %.17g where that does
+ * not read back exactly (float32: the first of %.6g..%.9g that does); "nan", "inf", "-inf"; utf8 as
+ * is; binary, large_binary and fixed_size_binary as lowercase hex digits, two per byte, no prefix
+ * (the CSV reader reads binary columns as raw bytes, so binary does not round-trip); date32 as
+ * YYYY-MM-DD; timestamps as ISO 8601 "YYYY-MM-DDTHH:MM:SS" with 3, 6 or 9 fraction digits for
+ * milli, micro and nano units, and "Z" when the type has a timezone; both read back through the
+ * CSV reader. Other types: MARBLE_ERR_UNSUPPORTED at create. Output goes to a marble_ipc_sink in
+ * pieces of up to 64 KiB. A writer is for one thread at a time. */
+typedef struct marble_csv_write_options {
+    char delimiter; /* ',' */
+    char quote;     /* '"' */
+    int header;     /* 1 */
+} marble_csv_write_options;
+
+typedef struct marble_csv_writer marble_csv_writer;
+
+MARBLE_API void marble_csv_write_options_init(marble_csv_write_options *o);
+/* `schema` is a "+s" schema (copied); `opts` NULL for the defaults. The header is written by the
+ * first write or by finish. */
+MARBLE_API int marble_csv_writer_create(marble_ipc_sink sink, const struct ArrowSchema *schema,
+                                        const marble_csv_write_options *opts,
+                                        marble_csv_writer **out, marble_error *err);
+/* Writes the rows of `batch` (a "+s" array of the writer's schema; validated first). */
+MARBLE_API int marble_csv_writer_write(marble_csv_writer *w, const struct ArrowArray *batch,
+                                       marble_error *err);
+/* Writes what is buffered (and the header if nothing was written). */
+MARBLE_API int marble_csv_writer_finish(marble_csv_writer *w, marble_error *err);
+/* Accepts NULL. */
+MARBLE_API void marble_csv_writer_destroy(marble_csv_writer *w);
+/* Formats element i of column (s, a) as the writer does, into buf (at most cap bytes): the length
+ * written, or -1 when buf is too small or the type is not supported; *is_null is set for a null.
+ * Used by the JSON lines exporter. */
+MARBLE_API int64_t marble_csv_format_value(const struct ArrowSchema *s, const struct ArrowArray *a,
+                                           int64_t i, char *buf, size_t cap, int *is_null);
+
 #ifdef __cplusplus
 }
 #endif

@@ -44,6 +44,7 @@
 #include <stdint.h>
 
 #include "marble/arrow.h"
+#include "marble/csv.h"
 #include "marble/error.h"
 #include "marble/pipeline.h"
 #include "marble/sched.h"
@@ -84,6 +85,14 @@ typedef struct marble_db_options {
     int disable_auto_compaction;        /* 0 */
     int max_background_compactions;     /* 0: background_threads - 1 (at least 1): compactions of
                                            disjoint files that may run at once */
+    uint64_t compaction_rate_limit;     /* 0: unlimited; bytes per second written by flushes and
+                                           compactions together (a token bucket shared by every
+                                           background writer, marble_db_compact included; waits
+                                           sleep in slices of at most 10 ms and stay
+                                           cancellable). A background compaction also splits its
+                                           key range into subcompactions that run at once on the
+                                           scheduler's idle threads: up to max(1, threads -
+                                           running flushes and compactions) */
     int batch_rows;                     /* 4096 rows per SSTable record batch */
     marble_ipc_compression compression; /* MARBLE_IPC_UNCOMPRESSED: SSTables are read zero-copy
                                            through memory maps; LZ4_FRAME or ZSTD make files
@@ -256,6 +265,9 @@ MARBLE_API int marble_db_scan_prefix(marble_db *db, const char *table, marble_ke
  * guarantees every wanted row satisfies: the source uses them to skip SSTables and batches (key
  * range from the leading key columns, zone maps of any fixed-width column, the bloom filter
  * when they fix the whole key) but does not filter rows by them: a pipeline filter still does.
+ * Rows failing them may come out, in the merging case even older versions or deleted rows of keys
+ * that key-column predicates rule out (skipping a file whose keys all fail them can surface what
+ * it shadowed, which fails them too); every row that satisfies them comes out as the scan has it.
  */
 typedef struct marble_scan_predicate {
     const char *column;
@@ -263,10 +275,14 @@ typedef struct marble_scan_predicate {
     marble_datum value; /* INT, DOUBLE, BOOL or STRING */
 } marble_scan_predicate;
 
+/* Added to atomically (sources may share one): files_total are the table's SSTables in the
+ * snapshot, files_skipped those ruled out whole (key range, zone maps, bloom filter),
+ * bloom_skipped those of them ruled out by the bloom filter; batches_total are the batches of the
+ * files read, batches_skipped those of them ruled out (only when morsels are batches). */
 typedef struct marble_scan_counters {
     int64_t files_total, files_skipped, bloom_skipped;
     int64_t batches_total, batches_skipped;
-    int64_t rows_scanned; /* updated as morsels are read (atomically) */
+    int64_t rows_scanned; /* rows handed out, updated as morsels are read */
 } marble_scan_counters;
 
 typedef struct marble_scan_spec {
@@ -319,8 +335,40 @@ MARBLE_API int marble_kv_iter_status(const marble_kv_iter *it, marble_error *err
 
 /* Makes the current memtable immutable and waits until every memtable is flushed. */
 MARBLE_API int marble_db_flush(marble_db *db, marble_error *err);
-/* Flushes, then compacts `table` (NULL: every table) down to a single sorted level, waiting. */
+/* Flushes, then compacts `table` (NULL: every table) down to a single sorted level, waiting.
+ * The same as marble_db_compact_ex with default options. */
 MARBLE_API int marble_db_compact(marble_db *db, const char *table, marble_error *err);
+
+/* Options of a manual compaction; every field's default is what marble_compact_options_init
+ * sets, given after the field. */
+typedef struct marble_compact_options {
+    int threads;                 /* 0: the scheduler's threads. Each compaction step splits its key
+                                    range into up to `threads` subcompactions of about equal bytes,
+                                    run at once by the calling thread and the scheduler's workers
+                                    (the caller works too, so 2 uses one worker); 1: one merge on
+                                    the calling thread */
+    marble_cancel_token *cancel; /* NULL: none. Once cancelled, the compaction stops within about
+                                    one input batch (and any rate-limit wait within 10 ms) and
+                                    returns MARBLE_ERR_CANCELLED: the running step's partial outputs
+                                    are removed, steps already installed stay (the data is intact
+                                    and readable either way) */
+    /* NULL: none. Called from the compacting threads, one call at a time, with bytes_done
+     * non-decreasing: input bytes merged so far of bytes_total, the input bytes of the steps
+     * picked so far (a table spread over several levels is compacted in several steps, each
+     * adding its inputs to bytes_total when it starts). On success the last call has
+     * bytes_done == bytes_total. Must not call back into the database. */
+    void (*progress)(void *ud, uint64_t bytes_done, uint64_t bytes_total);
+    void *progress_ud; /* NULL: passed to progress */
+} marble_compact_options;
+
+MARBLE_API void marble_compact_options_init(marble_compact_options *o);
+
+/* marble_db_compact with options (`o` may be NULL: defaults). Errors: those of marble_db_compact,
+ * MARBLE_ERR_INVALID_ARGUMENT for threads < 0 or > 256, MARBLE_ERR_CANCELLED. Automatic
+ * compactions pause while it runs (it waits for running ones first); one manual compaction runs
+ * at a time (a second call waits for the first). */
+MARBLE_API int marble_db_compact_ex(marble_db *db, const char *table,
+                                    const marble_compact_options *o, marble_error *err);
 /* Waits until no flush or compaction is pending or running. */
 MARBLE_API int marble_db_wait_idle(marble_db *db, marble_error *err);
 
@@ -331,6 +379,196 @@ MARBLE_API int marble_db_stats_json(marble_db *db, char **json, marble_error *er
 
 /* Bytes of the database's live files (SSTables, WAL, manifest). */
 MARBLE_API uint64_t marble_db_disk_size(marble_db *db);
+
+/* ---- bulk import and export ------------------------------------------------------------------
+ * Ingestion writes sorted data straight into new SSTables, bypassing the WAL and the memtable
+ * (like RocksDB's external file ingestion); import reads Arrow IPC or CSV files through the VFS
+ * into it; export writes any stream of batches (a scan, a query) to a file through the VFS.
+ * Compression comes from the extension (".arrow.zst", ".csv.gz", ".arrows.lz4"). */
+
+/* Called between batches from the thread that called import/ingest/export: rows and bytes so
+ * far (ingest: the input's buffer bytes; import: bytes of the file read, before decompression
+ * where the file is not compressed, else after; export: bytes written before compression). */
+typedef void (*marble_progress_fn)(void *ud, int64_t rows, int64_t bytes);
+
+typedef struct marble_ingest_options {
+    int assume_sorted;           /* 1: the caller promises strictly ascending unique keys; they
+                                    are checked anyway and a key out of order fails the ingest
+                                    (MARBLE_ERR_INVALID_ARGUMENT naming the row, 0-based over the
+                                    whole input). 0: order is detected as the input streams and
+                                    input that is not sorted goes through the write path (see
+                                    marble_db_ingest) */
+    int threads;                 /* SSTables written at once; 0: the scheduler's thread count */
+    marble_cancel_token *cancel; /* NULL: none */
+    marble_progress_fn progress; /* NULL: none */
+    void *progress_ud;
+} marble_ingest_options;
+
+typedef struct marble_ingest_stats {
+    int64_t rows;      /* rows taken from the input */
+    int64_t rows_put;  /* of those, rows written through the WAL (unsorted input) */
+    int64_t files;     /* SSTables installed */
+    int64_t bytes;     /* their size */
+    int level;         /* the level they went to (-1: none) */
+    int wal_bypassed;  /* 1 if every row went into SSTables directly */
+    int flushed;       /* 1 if memtables overlapping the key range were flushed first */
+    uint64_t sequence; /* the sequence number of the ingested rows (0: none) */
+} marble_ingest_stats;
+
+MARBLE_API void marble_ingest_options_init(marble_ingest_options *o);
+
+/* Adds every row of `input` (released by the call, also on failure) to `table`, as upserts.
+ * Its batches hold the table's columns by name and type (in any order; extra columns are an
+ * error), keys not null.
+ *
+ * Sorted input (strictly ascending keys, verified as it streams) is written into new SSTables,
+ * cut at target_file_size and written in parallel on the database's scheduler, then installed in
+ * one manifest edit: at the deepest level that no file of that level or any level above
+ * overlaps in the ingested key range, else L0. Every ingested row takes one sequence number,
+ * reserved when the call starts and newer than everything written before it: ingested rows
+ * shadow older values of their keys, and later writes shadow them. Memtable entries older than
+ * the ingest in its key range are flushed first. Nothing is visible until the call returns
+ * MARBLE_OK, and then everything is, durably (files, directory and manifest synced; the WAL
+ * holds none of it). On failure or cancellation (MARBLE_ERR_CANCELLED) nothing is visible and
+ * the partial files are removed. Writes to the same key range committed while an ingest runs
+ * take later sequence numbers and win over it; if such a write has already been flushed to an
+ * SSTable when the ingest installs, the ingest fails with MARBLE_ERR_BUSY (nothing visible) and
+ * may be retried. A snapshot created while an ingest runs may see its rows once it completes.
+ *
+ * Unsorted input (assume_sorted == 0 and a key not above the one before it): the sorted prefix
+ * read so far is installed as above, then the remaining batches go through marble_db_put
+ * (stats->wal_bypassed = 0); a failure or cancellation there leaves the rows written so far.
+ *
+ * Thread safety: any thread except a worker of the database's scheduler. */
+MARBLE_API int marble_db_ingest(marble_db *db, const char *table, struct ArrowArrayStream *input,
+                                const marble_ingest_options *o, marble_ingest_stats *stats,
+                                marble_error *err);
+
+typedef enum marble_data_format {
+    MARBLE_FORMAT_AUTO = 0,         /* from the extension (after any .zst/.gz/.lz4) */
+    MARBLE_FORMAT_ARROW_FILE = 1,   /* .arrow, .feather */
+    MARBLE_FORMAT_ARROW_STREAM = 2, /* .arrows */
+    MARBLE_FORMAT_CSV = 3,          /* .csv */
+    MARBLE_FORMAT_JSON = 4          /* .json, .jsonl: JSON lines (export only) */
+} marble_data_format;
+
+/* The format named by a path's extension (a trailing .zst, .gz or .lz4 is skipped), or
+ * MARBLE_FORMAT_AUTO when none matches. */
+MARBLE_API marble_data_format marble_data_format_from_path(const char *uri);
+
+typedef struct marble_import_options {
+    marble_data_format format; /* AUTO: from the extension; on import an Arrow file and
+                                  stream are also told apart by their magic bytes */
+    marble_ingest_options ingest;
+    marble_csv_options csv;               /* marble_csv_options_init's defaults */
+    const struct ArrowSchema *csv_schema; /* NULL: the table's schema */
+} marble_import_options;
+
+typedef struct marble_import_stats {
+    marble_ingest_stats ingest;
+    int64_t bad_rows; /* CSV records skipped (csv.skip_bad_rows) */
+    int64_t first_bad_line;
+    char first_bad_message[MARBLE_ERROR_MESSAGE_SIZE];
+} marble_import_stats;
+
+MARBLE_API void marble_import_options_init(marble_import_options *o);
+
+/* Imports a file (any VFS URI of the database's registry, compressed by extension) into
+ * `table` through marble_db_ingest. The file is read as a stream: an Arrow IPC file is read as
+ * the stream it holds (batch by batch, its footer ignored), CSV through the CSV reader (with
+ * csv_schema or the table's schema). Errors name the file; bad CSV is reported as the CSV reader
+ * does (line and column). */
+MARBLE_API int marble_db_import_file(marble_db *db, const char *table, const char *uri,
+                                     const marble_import_options *o, marble_import_stats *stats,
+                                     marble_error *err);
+
+typedef struct marble_export_options {
+    marble_data_format format;          /* AUTO: from the extension */
+    marble_ipc_compression compression; /* Arrow formats: body compression (0: none) */
+    marble_csv_write_options csv;       /* marble_csv_write_options_init's defaults */
+    marble_cancel_token *cancel;
+    marble_progress_fn progress;
+    void *progress_ud;
+} marble_export_options;
+
+typedef struct marble_export_stats {
+    int64_t rows, batches;
+    int64_t bytes; /* written before compression */
+} marble_export_stats;
+
+MARBLE_API void marble_export_options_init(marble_export_options *o);
+
+/* Writes every batch of `input` (released by the call) to `uri` through `fs` (created or
+ * truncated; a .zst/.gz/.lz4 suffix compresses it) as an Arrow IPC file or stream, CSV (a header
+ * row, see marble_csv_writer) or JSON lines (one object per row: numbers and booleans bare,
+ * NaN and infinities null, strings escaped, binary as a hex string, date32 and timestamps as the
+ * CSV writer's ISO 8601 strings, null as null). The file is synced before the call returns. On
+ * failure or cancellation (MARBLE_ERR_CANCELLED) the partial file is removed. */
+MARBLE_API int marble_export_stream(marble_fs *fs, struct ArrowArrayStream *input, const char *uri,
+                                    const marble_export_options *o, marble_export_stats *stats,
+                                    marble_error *err);
+/* Scans the whole table (in key order) into marble_export_stream through the database's fs. */
+MARBLE_API int marble_db_export_table(marble_db *db, const char *table, const char *uri,
+                                      const marble_export_options *o, marble_export_stats *stats,
+                                      marble_error *err);
+
+/* ---- secondary indexes and index rebuilds -----------------------------------------------------
+ * Every SSTable carries Marble's index after its Arrow data (docs/format/sst.md): per batch key
+ * ranges, zone maps (min/max of fixed-width columns), CRCs, a bloom filter of the file's keys and,
+ * for each column with a secondary index, one small bloom filter per batch over the column's
+ * values (about 1% false positives), with which scans skip batches for `column = literal`. */
+
+typedef struct marble_index_options {
+    int bloom_bits_per_key;      /* -1: the database's bloom_bits_per_key; 0: files get no key
+                                    filter; 1..64. Only the files rewritten are affected: files
+                                    that flushes and compactions write later keep using the
+                                    database's option */
+    int threads;                 /* 0: every file is a task of its own (as many at once as the
+                                    scheduler has threads); n > 0: at most n files at once */
+    marble_cancel_token *cancel; /* NULL: none */
+    /* NULL: none. Called from the scheduler's threads, one call at a time, after each file, with
+     * files_done increasing up to files_total. Must not call back into the database. */
+    void (*progress)(void *ud, uint64_t files_done, uint64_t files_total);
+    void *progress_ud;
+} marble_index_options;
+
+/* Defaults: bloom_bits_per_key -1, the rest 0. */
+MARBLE_API void marble_index_options_init(marble_index_options *o);
+
+/* Rewrites the index of every SSTable of `table` (NULL: of every table, the key-value table
+ * included), in parallel on the database's scheduler: each file is copied to a new file whose
+ * Arrow part (schema, record batches, footer) is byte for byte the old one's, followed by a
+ * freshly computed index (CRCs checked and written again, zone maps, the key bloom filter with
+ * o->bloom_bits_per_key, the table's secondary-index filters). All replacements are installed in
+ * one manifest edit (same levels, key ranges and sequence numbers); the old files are deleted
+ * once no reader holds them. Files that a compaction is merging when the call starts are skipped
+ * (the compaction's outputs are written with the database's options); files being rebuilt are
+ * marked busy so that no compaction takes them meanwhile, and a file that a manual compaction
+ * replaced before the install is left out of it. Reads and writes go on meanwhile.
+ * `o` may be NULL (defaults). Errors: MARBLE_ERR_NOT_FOUND (no such table),
+ * MARBLE_ERR_INVALID_ARGUMENT (bloom_bits_per_key or threads out of range),
+ * MARBLE_ERR_CANCELLED, MARBLE_ERR_CORRUPTION naming a file whose batch CRC does not match, I/O
+ * errors; on any error nothing is installed and the new files are removed. */
+MARBLE_API int marble_db_rebuild_indexes(marble_db *db, const char *table,
+                                         const marble_index_options *o, marble_error *err);
+
+/* Creates a secondary index on `column` of `table` (any column type; at most 32 per table): the
+ * index is persisted in the manifest with the table, every SSTable written for the table from now
+ * on (flushes, compactions, ingestion, rebuilds) carries a value filter per batch for the column,
+ * and the existing files that lack one are rewritten as by marble_db_rebuild_indexes (in
+ * parallel, default options). Files that a flush or compaction already running writes may lack
+ * the filter until they are compacted or rebuilt; a missing filter only means no pruning.
+ * Errors: MARBLE_ERR_NOT_FOUND (table or column), MARBLE_ERR_EXISTS (already indexed; nothing is
+ * done), MARBLE_ERR_LIMIT (32 indexes), and the rebuild's errors (the index then stays created;
+ * call marble_db_rebuild_indexes to finish the files). marble_db_describe_table lists the
+ * indexed columns in the schema metadata "marble.indexes" (comma-separated, absent when none). */
+MARBLE_API int marble_db_create_index(marble_db *db, const char *table, const char *column,
+                                      marble_error *err);
+/* Drops the index: new SSTables stop carrying the column's filters (existing ones keep theirs,
+ * which stay correct, until they are compacted). MARBLE_ERR_NOT_FOUND if the column has no
+ * index. */
+MARBLE_API int marble_db_drop_index(marble_db *db, const char *table, const char *column,
+                                    marble_error *err);
 
 MARBLE_API void marble_free(void *p);
 

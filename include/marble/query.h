@@ -43,20 +43,24 @@ typedef struct marble_query marble_query;
 /* ---- building ------------------------------------------------------------------------------- */
 MARBLE_API int marble_query_create(const char *table, marble_query **out, marble_error *err);
 MARBLE_API void marble_query_destroy(marble_query *q);
-/* Select-list items, in order. Expressions are cloned. alias NULL: the expression's text (a
- * plain column keeps its name; COUNT(*) is "count_star()"... see marble_query_to_sql). */
+/* Select-list items, in order. Expressions are cloned. alias NULL: the output column is named
+ * after the item: a plain column keeps its name, an expression is its marble_expr_to_string text
+ * without the outer parentheses ("v * 2"), an aggregate "sum(v)", COUNT(*) "count(*)". */
 MARBLE_API int marble_query_select_all(marble_query *q, marble_error *err); /* "*" */
 MARBLE_API int marble_query_select(marble_query *q, const marble_expr *e, const char *alias,
                                    marble_error *err);
 MARBLE_API int marble_query_select_agg(marble_query *q, marble_agg_fn fn, const marble_expr *arg,
                                        const char *alias, marble_error *err);
+/* A second call ANDs its predicate with the first. */
 MARBLE_API int marble_query_where(marble_query *q, const marble_expr *pred, marble_error *err);
+/* A bare literal (GROUP BY 1) is MARBLE_ERR_INVALID_ARGUMENT: the text form reads it as a
+ * position, which is not supported. */
 MARBLE_API int marble_query_group_by(marble_query *q, const marble_expr *e, marble_error *err);
 /* ORDER BY: `name` is an output column name/alias or a table column (see above); position is
  * 1-based into the select list when name is NULL. */
 MARBLE_API int marble_query_order_by(marble_query *q, const char *name, int position,
                                      int descending, marble_error *err);
-/* limit < 0: none. */
+/* limit < 0: none (an offset alone skips rows: "OFFSET m" in the text form). */
 MARBLE_API int marble_query_limit(marble_query *q, int64_t limit, int64_t offset,
                                   marble_error *err);
 
@@ -65,6 +69,10 @@ MARBLE_API int marble_query_parse(const char *sql, marble_query **out, marble_er
 /* The query as text in the subset (malloc'd; free with marble_free); parsing it gives the same
  * query. */
 MARBLE_API char *marble_query_to_sql(const marble_query *q);
+
+/* Parses one expression of the subset (as in a WHERE clause, no aggregates), e.g. for
+ * `marble scan --where`. Errors as for queries, positions relative to `text`. */
+MARBLE_API int marble_expr_parse(const char *text, marble_expr **out, marble_error *err);
 
 /* ---- running -------------------------------------------------------------------------------- */
 typedef struct marble_query_options {
@@ -77,7 +85,10 @@ typedef struct marble_query_options {
 } marble_query_options;
 MARBLE_API void marble_query_options_init(marble_query_options *o);
 
-/* What the scan did (filled when the stream is exhausted or released; counters are exact). */
+/* What the scan did; counters are exact. point_lookup and the file and batch counts are set when
+ * the query starts, rows_scanned as morsels finish: all are final once the stream is exhausted,
+ * except that a LIMIT may end a streaming query while morsels still run: they are final once
+ * the stream is released. */
 typedef struct marble_query_stats {
     int64_t files_total, files_skipped;     /* SSTables in range / ruled out whole */
     int64_t batches_total, batches_skipped; /* batches of the remaining files / ruled out */

@@ -15,6 +15,7 @@ int marble_cli_put(int argc, char **argv);
 int marble_cli_get(int argc, char **argv);
 int marble_cli_delete(int argc, char **argv);
 int marble_cli_scan(int argc, char **argv);
+int marble_cli_query(int argc, char **argv);
 /* cli_io.c */
 int marble_cli_import(int argc, char **argv);
 int marble_cli_export(int argc, char **argv);

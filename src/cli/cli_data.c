@@ -296,17 +296,131 @@ int marble_cli_delete(int argc, char **argv)
     return key_command("delete", argc, argv, 1);
 }
 
+/* A scan with --where: the table's scan source over the key range (pruned by the predicate's
+ * simple conjuncts is the query planner's job; here the range does the pruning), a filter and
+ * the projection, run as a pipeline on the database's scheduler. Rows stay in key order. */
+static int where_scan(marble_db *db, const char *table, const marble_key_range *range,
+                      const char *where, const char *const *cols, size_t ncol,
+                      struct ArrowArrayStream *out, marble_error *err)
+{
+    marble_expr *pred = NULL;
+    if (marble_expr_parse(where, &pred, err) != MARBLE_OK) return err->code;
+    marble_scan_spec spec = {0};
+    spec.range = range;
+    marble_source src;
+    int rc = marble_db_scan_source(db, table, &spec, &src, err);
+    marble_pipeline *p = NULL;
+    if (rc == MARBLE_OK) rc = marble_pipeline_create(&src, &p, err);
+    if (rc == MARBLE_OK) rc = marble_pipeline_filter(p, pred, err);
+    marble_expr *proj[1024];
+    size_t nproj = 0;
+    for (size_t i = 0; rc == MARBLE_OK && i < ncol; i++) {
+        proj[nproj] = marble_expr_column(cols[i]);
+        if (!proj[nproj]) rc = marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
+        else nproj++;
+    }
+    if (rc == MARBLE_OK && nproj)
+        rc = marble_pipeline_project(p, (const marble_expr *const *)proj, NULL, nproj, err);
+    for (size_t i = 0; i < nproj; i++) marble_expr_free(proj[i]);
+    marble_expr_free(pred);
+    if (rc == MARBLE_OK) {
+        marble_exec_options eo;
+        marble_exec_options_init(&eo);
+        eo.sched = marble_db_sched(db);
+        rc = marble_pipeline_execute(p, &eo, out, err);
+        p = NULL;
+    }
+    marble_pipeline_destroy(p);
+    return rc;
+}
+
+int marble_cli_query(int argc, char **argv)
+{
+    const char *cmd = "query", *pos[2] = {0};
+    int npos = 0, fmt = CLI_FMT_AUTO, explain = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *f = NULL;
+        int m;
+        if (cli_is_help(argv[i])) {
+            printf("usage: marble query DB 'SELECT ...' [--format F] [--explain]\n"
+                   "Runs a query: SELECT items FROM table [WHERE expr] [GROUP BY exprs]\n"
+                   "[ORDER BY keys [ASC|DESC]] [LIMIT n [OFFSET m]]. Items are columns, expressions\n"
+                   "(+ - * / %%, comparisons, AND/OR/NOT, IS [NOT] NULL, IN) and the aggregates\n"
+                   "COUNT(*), COUNT, SUM, MIN, MAX, AVG. --explain prints the plan instead.\n"
+                   "%s"
+                   "example: marble query ./shop.db 'SELECT k, sum(v) AS total FROM orders\n"
+                   "           WHERE v > 10 GROUP BY k ORDER BY total DESC LIMIT 5'\n",
+                   READ_FORMATS);
+            return CLI_OK;
+        }
+        if ((m = cli_opt(cmd, argc, argv, &i, "--format", &f))) {
+            if (m < 0) return CLI_USAGE;
+            fmt = cli_format_parse(f);
+            if (fmt < 0) return cli_usagef(cmd, "unknown --format '%s'", f);
+        } else if (!strcmp(argv[i], "--explain")) {
+            explain = 1;
+        } else if (argv[i][0] == '-' && argv[i][1]) {
+            return cli_usagef(cmd, "unknown option '%s'", argv[i]);
+        } else if (npos < 2) {
+            pos[npos++] = argv[i];
+        } else {
+            return cli_usagef(cmd, "unexpected argument '%s' (quote the query)", argv[i]);
+        }
+    }
+    if (npos < 2) return cli_usagef(cmd, "needs DB and a query");
+    if (!explain) fmt = cli_format_for_stdout(cmd, fmt);
+    if (fmt < 0) return CLI_USAGE;
+    marble_error err = {0};
+    marble_query *q = NULL;
+    if (marble_query_parse(pos[1], &q, &err) != MARBLE_OK) {
+        cli_errorf(cmd, "%s", err.message);
+        return CLI_USAGE;
+    }
+    cli_install_sigint();
+    marble_db *db;
+    if (cli_open_db(cmd, pos[0], 0, 1, &db)) {
+        marble_query_destroy(q);
+        return CLI_FAIL;
+    }
+    int rc = CLI_OK;
+    if (explain) {
+        char *text = NULL;
+        if (marble_db_explain(db, q, &text, &err) != MARBLE_OK) {
+            rc = cli_fail(cmd, "explain failed", &err);
+        } else {
+            printf("%s\n", text);
+        }
+        marble_free(text);
+    } else {
+        struct ArrowArrayStream st;
+        if (marble_db_query(db, q, NULL, &st, NULL, &err) != MARBLE_OK) {
+            rc = cli_fail(cmd, "query failed", &err);
+            if (err.code == MARBLE_ERR_INVALID_ARGUMENT || err.code == MARBLE_ERR_NOT_FOUND ||
+                err.code == MARBLE_ERR_UNSUPPORTED)
+                rc = CLI_USAGE;
+        } else {
+            rc = emit_stream(cmd, &st, fmt, -1);
+        }
+    }
+    marble_query_destroy(q);
+    if (cli_close_db(cmd, db) != CLI_OK && rc == CLI_OK) rc = CLI_FAIL;
+    if (rc == CLI_CANCELLED) return cli_cancelled(cmd);
+    return rc;
+}
+
 int marble_cli_scan(int argc, char **argv)
 {
     const char *cmd = "scan";
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) {
-            printf("usage: marble scan DB TABLE [--columns a,b] [--from KEY] [--to KEY] "
-                   "[--limit N] [--format F]\n"
+            printf("usage: marble scan DB TABLE [--columns a,b] [--where EXPR] [--from KEY] "
+                   "[--to KEY] [--limit N] [--format F]\n"
                    "Prints the rows in key order. --from is inclusive, --to is inclusive; each\n"
                    "is a key or a key prefix (values of the first key columns, comma-separated).\n"
+                   "--where keeps the rows where EXPR is true (the WHERE syntax of 'marble query').\n"
                    "%s"
                    "examples: marble scan ./shop.db orders --from 10 --to 20 --limit 5\n"
+                   "          marble scan ./shop.db orders --where 'v > 100 AND name IS NOT NULL'\n"
                    "          marble scan ./shop.db orders --format arrow > orders.arrows\n",
                    READ_FORMATS);
             return CLI_OK;
@@ -315,10 +429,6 @@ int marble_cli_scan(int argc, char **argv)
     read_args r;
     int rc = parse_read_args(cmd, argc, argv, 2, &r);
     if (rc) return rc;
-    if (r.where) {
-        cli_errorf(cmd, "not supported yet: --where needs the query executor (issue 6)");
-        return CLI_USAGE;
-    }
     if (r.npos < 2) return cli_usagef(cmd, "needs DB and TABLE");
     int64_t limit = -1;
     if (r.limit && cli_parse_count(cmd, "--limit", r.limit, &limit)) return CLI_USAGE;
@@ -358,7 +468,17 @@ int marble_cli_scan(int argc, char **argv)
             ro.n_columns = ncol;
         }
         struct ArrowArrayStream st;
-        if (marble_db_scan(db, r.pos[1], &range, &ro, &st, &err) != MARBLE_OK) {
+        if (r.where) {
+            if (where_scan(db, r.pos[1], &range, r.where, ncol ? colv : NULL, ncol, &st, &err) !=
+                MARBLE_OK) {
+                rc = cli_fail(cmd, "scan failed", &err);
+                if (err.code == MARBLE_ERR_INVALID_ARGUMENT || err.code == MARBLE_ERR_NOT_FOUND ||
+                    err.code == MARBLE_ERR_UNSUPPORTED)
+                    rc = CLI_USAGE;
+            } else {
+                rc = emit_stream(cmd, &st, fmt, limit);
+            }
+        } else if (marble_db_scan(db, r.pos[1], &range, &ro, &st, &err) != MARBLE_OK) {
             rc = cli_fail(cmd, "scan failed", &err);
             if (err.code == MARBLE_ERR_INVALID_ARGUMENT || err.code == MARBLE_ERR_NOT_FOUND)
                 rc = CLI_USAGE;

@@ -1,5 +1,6 @@
-/* `marble import` and `marble export`: Arrow IPC files and streams and CSV through the VFS,
- * compressed by extension, with a progress bar and Ctrl-C. */
+/* `marble import` and `marble export`: the library's bulk import (marble_db_import_file: Arrow
+ * IPC files and streams and CSV, streamed through the VFS into marble_db_ingest) and export
+ * (marble_db_export_table), compressed by extension, with a progress bar and Ctrl-C. */
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,116 +8,82 @@
 #include "cli/cli.h"
 #include "cli/cli_util.h"
 
-static int looks_like_csv(const char *path)
+typedef struct io_progress {
+    cli_progress pg;
+    uint64_t total; /* input bytes, 0 when unknown */
+    marble_cancel_token *cancel;
+} io_progress;
+
+static void on_progress(void *ud, int64_t rows, int64_t bytes)
 {
-    int f = cli_format_from_path(path);
-    return f == CLI_FMT_CSV;
+    io_progress *p = ud;
+    if (cli_interrupted) marble_cancel_token_cancel(p->cancel);
+    cli_progress_update(&p->pg, (uint64_t)rows, p->total ? (double)bytes / (double)p->total : -1.0);
 }
 
-typedef struct csv_input {
-    marble_file *f;
-    uint64_t off; /* bytes read (after decompression) */
-} csv_input;
-
-static int csv_input_read(void *ctx, void *buf, size_t cap, size_t *got, marble_error *err)
-{
-    csv_input *in = ctx;
-    size_t n = 0;
-    MARBLE_RETURN_NOT_OK(marble_file_read(in->f, in->off, buf, cap, &n, err));
-    in->off += n;
-    *got = n;
-    return MARBLE_OK;
-}
-
-/* Imports a CSV file (read as a stream through the CSV reader, with the table's schema). */
-static int import_csv(const char *cmd, const char *dburi, const char *table, const char *path,
-                      int skip_bad, int no_header)
+static int import_file(const char *cmd, const char *dburi, const char *table, const char *path,
+                       int csv, int skip_bad, int no_header)
 {
     marble_error err = {0};
     marble_db *db = NULL;
-    struct ArrowSchema schema;
-    memset(&schema, 0, sizeof schema);
-    csv_input in = {NULL, 0};
-    marble_csv_reader *rd = NULL;
-    int rc = CLI_OK;
-    if (cli_open_db(cmd, dburi, 0, 1, &db)) return CLI_FAIL;
-    if (marble_db_describe_table(db, table, &schema, NULL, NULL, &err) != MARBLE_OK) {
-        rc = cli_fail(cmd, "cannot import", &err);
-        goto done;
+    marble_cancel_token *tok = NULL;
+    if (marble_cancel_token_create(NULL, &tok, &err) != MARBLE_OK)
+        return cli_fail(cmd, "cannot import", &err);
+    if (cli_open_db(cmd, dburi, 0, 1, &db)) {
+        marble_cancel_token_destroy(tok);
+        return CLI_FAIL;
     }
-    int compressed = marble_codec_from_path(path) != MARBLE_CODEC_NONE;
-    uint64_t total = 0;
-    if (!compressed) {
+    io_progress p;
+    memset(&p, 0, sizeof p);
+    p.cancel = tok;
+    if (marble_codec_from_path(path) == MARBLE_CODEC_NONE) {
         marble_stat st;
-        if (marble_fs_stat(cli_fs(), path, &st, NULL) == MARBLE_OK) total = st.size;
+        if (marble_fs_stat(cli_fs(), path, &st, NULL) == MARBLE_OK) p.total = st.size;
     }
-    if (marble_fs_open(cli_fs(), path, MARBLE_OPEN_READ | (compressed ? MARBLE_OPEN_COMPRESSED : 0),
-                       &in.f, &err) != MARBLE_OK) {
-        rc = cli_fail(cmd, "cannot read the input file", &err);
-        goto done;
-    }
-    marble_csv_options o;
-    marble_csv_options_init(&o);
-    o.header = !no_header;
-    o.skip_bad_rows = skip_bad;
-    marble_csv_source src = {csv_input_read, &in};
-    if (marble_csv_reader_create(&src, &schema, &o, &rd, &err) != MARBLE_OK) {
-        cli_errorf(cmd, "%s: %s", path, err.message);
-        rc = CLI_FAIL;
-        goto done;
-    }
-    int64_t rows = 0, batches = 0;
-    cli_progress pg;
-    cli_progress_start(&pg, "importing", "rows", 0);
-    marble_write_options wo = {0};
-    for (;;) {
-        if (cli_interrupted) {
-            rc = CLI_CANCELLED;
-            break;
-        }
-        struct ArrowArray a;
-        if (marble_csv_reader_next(rd, &a, &err) != MARBLE_OK) {
-            cli_progress_end(&pg);
-            cli_errorf(cmd, "%s: %s", path, err.message);
-            rc = CLI_FAIL;
-            break;
-        }
-        if (!a.release) break;
-        int prc = marble_db_put(db, table, &schema, &a, &wo, &err);
-        int64_t len = a.length;
-        marble_arrow_array_release(&a);
-        if (prc != MARBLE_OK) {
-            cli_progress_end(&pg);
-            cli_errorf(cmd, "importing rows %" PRId64 "..%" PRId64 " of %s: %s", rows + 1,
-                       rows + len, path, err.message);
-            rc = CLI_FAIL;
-            break;
-        }
-        rows += len;
-        batches++;
-        cli_progress_update(&pg, (uint64_t)rows, total ? (double)in.off / (double)total : -1.0);
-    }
-    cli_progress_end(&pg);
-    marble_csv_stats st;
-    marble_csv_reader_stats(rd, &st);
-    if (rc == CLI_OK) {
-        fprintf(stderr, "imported %" PRId64 " rows (%" PRId64 " batches) into %s", rows, batches,
-                table);
-        if (st.bad_rows)
+    marble_import_options o;
+    marble_import_options_init(&o);
+    /* Arrow files and streams are told apart by their magic bytes, whatever the extension */
+    o.format = csv ? MARBLE_FORMAT_CSV : MARBLE_FORMAT_ARROW_STREAM;
+    o.csv.header = !no_header;
+    o.csv.skip_bad_rows = skip_bad;
+    o.ingest.cancel = tok;
+    o.ingest.progress = on_progress;
+    o.ingest.progress_ud = &p;
+    marble_import_stats st;
+    cli_progress_start(&p.pg, "importing", "rows", 0);
+    int irc = marble_db_import_file(db, table, path, &o, &st, &err);
+    cli_progress_end(&p.pg);
+    int rc = CLI_OK;
+    if (irc == MARBLE_OK) {
+        const marble_ingest_stats *is = &st.ingest;
+        fprintf(stderr, "imported %" PRId64 " rows into %s", is->rows, table);
+        if (is->wal_bypassed && is->files)
+            fprintf(stderr, " (%" PRId64 " SSTable%s at level %d, no WAL)", is->files,
+                    is->files == 1 ? "" : "s", is->level);
+        else if (is->rows_put)
+            fprintf(stderr, " (unsorted input: %" PRId64 " rows through the write path)",
+                    is->rows_put);
+        if (csv && st.bad_rows)
             fprintf(stderr, "; skipped %" PRId64 " bad row%s (first: %s)\n", st.bad_rows,
                     st.bad_rows == 1 ? "" : "s", st.first_bad_message);
-        else
+        else if (csv)
             fprintf(stderr, "; skipped 0 bad rows\n");
-    } else if (rc == CLI_CANCELLED) {
-        fprintf(stderr, "stopped after %" PRId64 " rows; they stay imported\n", rows);
-    } else if (rows > 0) {
-        fprintf(stderr, "the %" PRId64 " rows before it stay imported\n", rows);
+        else
+            fprintf(stderr, "\n");
+    } else if (irc == MARBLE_ERR_CANCELLED) {
+        fprintf(stderr, "stopped; nothing was imported\n");
+        rc = CLI_CANCELLED;
+    } else if (irc == MARBLE_ERR_INVALID_ARGUMENT && strstr(err.message, "neither an Arrow")) {
+        cli_errorf(cmd, "%s (name a CSV file .csv)", err.message);
+        rc = CLI_USAGE;
+    } else {
+        cli_errorf(cmd, "%s", err.message);
+        if (st.ingest.rows_put)
+            fprintf(stderr, "the %" PRId64 " rows before it stay imported\n", st.ingest.rows_put);
+        rc = CLI_FAIL;
     }
-done:
-    marble_csv_reader_destroy(rd);
-    if (in.f) marble_file_close(in.f, NULL);
-    if (db && cli_close_db(cmd, db) != CLI_OK && rc == CLI_OK) rc = CLI_FAIL;
-    marble_arrow_schema_release(&schema);
+    if (cli_close_db(cmd, db) != CLI_OK && rc == CLI_OK) rc = CLI_FAIL;
+    marble_cancel_token_destroy(tok);
     if (rc == CLI_CANCELLED) return cli_cancelled(cmd);
     return rc;
 }
@@ -128,16 +95,19 @@ int marble_cli_import(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) {
             printf("usage: marble import DB TABLE FILE [--skip-bad-rows] [--no-header]\n"
-                   "Upserts every row of FILE into the table, batch by batch in file order.\n"
-                   "FILE is an Arrow IPC file (.arrow, .feather) or stream (.arrows), told apart\n"
-                   "by its magic bytes, or CSV (.csv), optionally compressed (.zst, .lz4, .gz);\n"
-                   "any VFS URI. Arrow columns must be the table's (by name and type, in any\n"
+                   "Adds every row of FILE to the table (upserts). FILE is an Arrow IPC file\n"
+                   "(.arrow, .feather) or stream (.arrows), told apart by its magic bytes, or\n"
+                   "CSV (.csv), optionally compressed (.zst, .lz4, .gz); any VFS URI. It is read\n"
+                   "as a stream. Arrow columns must be the table's (by name and type, in any\n"
                    "order). CSV is read with the table's schema: a header row naming the columns\n"
                    "(matched by name, else by position; --no-header: none, columns in table\n"
                    "order), RFC 4180 quoting, empty unquoted fields as nulls. A malformed line\n"
                    "stops the import with its line and column; --skip-bad-rows skips and counts\n"
                    "such lines instead.\n"
-                   "Ctrl-C stops between batches; the rows imported so far stay.\n"
+                   "Rows sorted by key (strictly ascending) are written straight into new\n"
+                   "SSTables, bypassing the WAL, and appear all at once when the import ends;\n"
+                   "other input goes through the write path from the first row out of order.\n"
+                   "Ctrl-C stops the import; an import of sorted rows then leaves nothing.\n"
                    "example: marble import ./shop.db orders orders.arrow.zst\n"
                    "         marble import ./shop.db orders orders.csv.gz --skip-bad-rows\n");
             return CLI_OK;
@@ -155,89 +125,11 @@ int marble_cli_import(int argc, char **argv)
         pos[npos++] = argv[i];
     }
     if (npos < 3) return cli_usagef(cmd, "needs DB, TABLE and FILE");
-    if (looks_like_csv(pos[2])) {
-        cli_install_sigint();
-        return import_csv(cmd, pos[0], pos[1], pos[2], skip_bad, no_header);
-    }
-    if (skip_bad || no_header)
+    int csv = marble_data_format_from_path(pos[2]) == MARBLE_FORMAT_CSV;
+    if (!csv && (skip_bad || no_header))
         return cli_usagef(cmd, "--skip-bad-rows and --no-header are for CSV files (.csv)");
     cli_install_sigint();
-    marble_error err = {0};
-    void *data = NULL;
-    size_t size = 0;
-    if (cli_read_file(pos[2], &data, &size, &err) != MARBLE_OK)
-        return cli_fail(cmd, "cannot read the input file", &err);
-    const uint8_t *d = data;
-    static const uint8_t cont[4] = {0xff, 0xff, 0xff, 0xff};
-    if (!(size >= 6 && !memcmp(d, "ARROW1", 6)) && !(size >= 4 && !memcmp(d, cont, 4))) {
-        free(data);
-        cli_errorf(cmd,
-                   "%s is neither an Arrow IPC file nor an Arrow IPC stream (name a CSV "
-                   "file .csv)",
-                   pos[2]);
-        return CLI_USAGE;
-    }
-    marble_ipc_source src = {d, size, NULL, NULL, NULL};
-    marble_ipc_reader *rd = NULL;
-    if (marble_ipc_reader_open(&src, &rd, &err) != MARBLE_OK) {
-        free(data);
-        return cli_fail(cmd, "cannot read the Arrow data", &err);
-    }
-    struct ArrowSchema schema;
-    memset(&schema, 0, sizeof schema);
-    marble_db *db = NULL;
-    int rc = CLI_OK;
-    if (marble_ipc_reader_schema(rd, &schema, &err) != MARBLE_OK) {
-        rc = cli_fail(cmd, "reading the schema", &err);
-        goto done;
-    }
-    if (cli_open_db(cmd, pos[0], 0, 1, &db)) {
-        rc = CLI_FAIL;
-        goto done;
-    }
-    int64_t nb = marble_ipc_reader_num_batches(rd), rows = 0, b = 0;
-    cli_progress pg;
-    cli_progress_start(&pg, "importing", "rows", 0);
-    marble_write_options wo = {0};
-    for (b = 0; b < nb; b++) {
-        if (cli_interrupted) {
-            rc = CLI_CANCELLED;
-            break;
-        }
-        struct ArrowArray a;
-        if (marble_ipc_reader_read(rd, b, &a, &err) != MARBLE_OK) {
-            cli_progress_end(&pg);
-            rc = cli_fail(cmd, "reading a batch", &err);
-            break;
-        }
-        int prc = marble_db_put(db, pos[1], &schema, &a, &wo, &err);
-        int64_t len = a.length;
-        marble_arrow_array_release(&a);
-        if (prc != MARBLE_OK) {
-            cli_progress_end(&pg);
-            cli_errorf(cmd, "importing batch %" PRId64 " of %s: %s", b, pos[2], err.message);
-            rc = CLI_FAIL;
-            break;
-        }
-        rows += len;
-        cli_progress_update(&pg, (uint64_t)rows, (double)(b + 1) / (double)nb);
-    }
-    cli_progress_end(&pg);
-    if (rc == CLI_OK)
-        fprintf(stderr, "imported %" PRId64 " rows (%" PRId64 " batches) into %s\n", rows, nb,
-                pos[1]);
-    else if (rc == CLI_CANCELLED)
-        fprintf(stderr,
-                "stopped after %" PRId64 " rows (%" PRId64 " of %" PRId64
-                " batches); they stay imported\n",
-                rows, b, nb);
-done:
-    if (db && cli_close_db(cmd, db) != CLI_OK && rc == CLI_OK) rc = CLI_FAIL;
-    marble_arrow_schema_release(&schema);
-    marble_ipc_reader_destroy(rd);
-    free(data);
-    if (rc == CLI_CANCELLED) return cli_cancelled(cmd);
-    return rc;
+    return import_file(cmd, pos[0], pos[1], pos[2], csv, skip_bad, no_header);
 }
 
 int marble_cli_export(int argc, char **argv)
@@ -251,8 +143,9 @@ int marble_cli_export(int argc, char **argv)
                 "usage: marble export DB TABLE FILE [--format arrow|arrows|csv|json]\n"
                 "Writes every row of the table, in key order, to FILE (any VFS URI). The format\n"
                 "comes from the extension: .arrow/.feather an Arrow IPC file, .arrows an Arrow\n"
-                "IPC stream, .csv CSV with a header, .json JSON; a further .zst, .lz4 or .gz\n"
-                "compresses it. --format overrides the extension (arrow = IPC file).\n"
+                "IPC stream, .csv CSV with a header, .json/.jsonl JSON lines (one object per\n"
+                "row); a further .zst, .lz4 or .gz compresses it. --format overrides the\n"
+                "extension (arrow = IPC file). Ctrl-C stops it and removes the partial file.\n"
                 "example: marble export ./shop.db orders orders.arrow.zst\n");
             return CLI_OK;
         }
@@ -267,19 +160,21 @@ int marble_cli_export(int argc, char **argv)
         }
     }
     if (npos < 3) return cli_usagef(cmd, "needs DB, TABLE and FILE");
-    int fmt;
+    marble_data_format fmt;
     if (ftext) {
         if (!strcmp(ftext, "arrow"))
-            fmt = CLI_FMT_ARROW_FILE;
+            fmt = MARBLE_FORMAT_ARROW_FILE;
         else if (!strcmp(ftext, "arrows"))
-            fmt = CLI_FMT_ARROW;
+            fmt = MARBLE_FORMAT_ARROW_STREAM;
+        else if (!strcmp(ftext, "csv"))
+            fmt = MARBLE_FORMAT_CSV;
+        else if (!strcmp(ftext, "json"))
+            fmt = MARBLE_FORMAT_JSON;
         else
-            fmt = cli_format_parse(ftext);
-        if (fmt < 0 || fmt == CLI_FMT_TABLE)
             return cli_usagef(cmd, "unknown --format '%s' (arrow, arrows, csv or json)", ftext);
     } else {
-        fmt = cli_format_from_path(pos[2]);
-        if (fmt < 0)
+        fmt = marble_data_format_from_path(pos[2]);
+        if (fmt == MARBLE_FORMAT_AUTO)
             return cli_usagef(cmd,
                               "cannot tell the format of '%s' from its extension; use "
                               ".arrow, .arrows, .csv or .json, or --format",
@@ -295,78 +190,33 @@ int marble_cli_export(int argc, char **argv)
         cli_close_db(cmd, db);
         return rc;
     }
-    struct ArrowArrayStream st;
-    struct ArrowSchema schema;
-    memset(&schema, 0, sizeof schema);
-    memset(&st, 0, sizeof st);
-    cli_writer *w = NULL;
-    cli_out *o = NULL;
-    if (marble_db_scan(db, pos[1], NULL, NULL, &st, &err) != MARBLE_OK) {
-        rc = cli_fail(cmd, "scan failed", &err);
-        goto done;
-    }
-    if (st.get_schema(&st, &schema) != 0) {
-        cli_errorf(cmd, "reading the schema: %s", st.get_last_error(&st));
-        rc = CLI_FAIL;
-        goto done;
-    }
-    if (cli_writer_open(pos[2], &w, &err) != MARBLE_OK) {
-        rc = cli_fail(cmd, "cannot create the output file", &err);
-        goto done;
-    }
-    if (cli_out_begin(w, fmt, &schema, &o, &err) != MARBLE_OK) {
-        rc = cli_fail(cmd, "writing the output file", &err);
-        goto done;
-    }
-    cli_progress pg;
-    cli_progress_start(&pg, "exporting", "rows", 0);
-    for (;;) {
-        if (cli_interrupted) {
-            rc = CLI_CANCELLED;
-            break;
-        }
-        struct ArrowArray a;
-        if (st.get_next(&st, &a) != 0) {
-            cli_progress_end(&pg);
-            cli_errorf(cmd, "scan failed: %s", st.get_last_error(&st));
-            rc = CLI_FAIL;
-            break;
-        }
-        if (!a.release) break;
-        int wrc = cli_out_batch(o, &a, &err);
-        marble_arrow_array_release(&a);
-        if (wrc != MARBLE_OK) {
-            cli_progress_end(&pg);
-            rc = cli_fail(cmd, "writing the output file", &err);
-            break;
-        }
-        cli_progress_update(&pg, (uint64_t)cli_out_rows(o), -1);
-    }
-    cli_progress_end(&pg);
-    int64_t rows = cli_out_rows(o);
-    if (rc == CLI_OK) {
-        rc = cli_out_end(o, &err) == MARBLE_OK ? CLI_OK
-                                               : cli_fail(cmd, "writing the output file", &err);
-        o = NULL;
-    }
-    if (rc == CLI_OK) {
-        uint64_t bytes = cli_writer_bytes(w);
-        if (cli_writer_close(w, &err) != MARBLE_OK)
-            rc = cli_fail(cmd, "finishing the output file", &err);
-        else
+    marble_cancel_token *tok = NULL;
+    if (marble_cancel_token_create(NULL, &tok, &err) != MARBLE_OK) {
+        rc = cli_fail(cmd, "cannot export", &err);
+    } else {
+        io_progress p;
+        memset(&p, 0, sizeof p);
+        p.cancel = tok;
+        marble_export_options o;
+        marble_export_options_init(&o);
+        o.format = fmt;
+        o.cancel = tok;
+        o.progress = on_progress;
+        o.progress_ud = &p;
+        marble_export_stats st;
+        cli_progress_start(&p.pg, "exporting", "rows", 0);
+        int erc = marble_db_export_table(db, pos[1], pos[2], &o, &st, &err);
+        cli_progress_end(&p.pg);
+        if (erc == MARBLE_OK)
             fprintf(stderr,
-                    "exported %" PRId64 " rows (%" PRIu64 " bytes before compression) to %s\n",
-                    rows, bytes, pos[2]);
-        w = NULL;
+                    "exported %" PRId64 " rows (%" PRId64 " bytes before compression) to %s\n",
+                    st.rows, st.bytes, pos[2]);
+        else if (erc == MARBLE_ERR_CANCELLED)
+            rc = CLI_CANCELLED;
+        else
+            rc = cli_fail(cmd, "export failed", &err);
     }
-done:
-    cli_out_free(o);
-    if (w) {
-        cli_writer_close(w, NULL);
-        if (rc != CLI_OK) marble_fs_remove(cli_fs(), pos[2], NULL); /* no partial file */
-    }
-    marble_arrow_schema_release(&schema);
-    if (st.release) st.release(&st);
+    marble_cancel_token_destroy(tok);
     cli_table_free(&t);
     if (cli_close_db(cmd, db) != CLI_OK && rc == CLI_OK) rc = CLI_FAIL;
     if (rc == CLI_CANCELLED) return cli_cancelled(cmd);

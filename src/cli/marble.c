@@ -18,6 +18,7 @@ static const command COMMANDS[] = {
     {"get", marble_cli_get},
     {"delete", marble_cli_delete},
     {"scan", marble_cli_scan},
+    {"query", marble_cli_query},
     {"import", marble_cli_import},
     {"export", marble_cli_export},
     {"compact", marble_cli_compact},
@@ -41,7 +42,8 @@ static void usage(FILE *f)
                "  get DB TABLE KEY                     print one row by its key\n"
                "  delete DB TABLE KEY                  delete one row by its key\n"
                "  scan DB TABLE [--from K] [--to K] [--columns a,b] [--limit N]\n"
-               "                                       print rows in key order\n"
+               "          [--where EXPR]               print rows in key order\n"
+               "  query DB 'SELECT ...'                run a query (WHERE, GROUP BY, ORDER BY, LIMIT)\n"
                "  import DB TABLE FILE                 load an Arrow IPC file or stream, or CSV\n"
                "  export DB TABLE FILE                 write a table as Arrow, CSV or JSON\n"
                "maintenance:\n"
@@ -82,11 +84,6 @@ int main(int argc, char **argv)
     }
     for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
         if (!strcmp(cmd, COMMANDS[i].name)) return COMMANDS[i].run(argc - 1, argv + 1);
-    if (!strcmp(cmd, "query")) {
-        fprintf(stderr, "marble query: not supported yet: queries need the query executor "
-                        "(issue 6)\n");
-        return 2;
-    }
     fprintf(stderr, "marble: unknown command '%s' (try 'marble --help')\n", cmd);
     return 2;
 }

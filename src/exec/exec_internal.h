@@ -3,8 +3,17 @@
  * expressions, dense value vectors and the column gather used by operators.
  *
  * A vector holds the values of an expression for the selected rows of one batch, densely (row k
- * of the vector is row sel[k] of the batch). Strings point into the batch's buffers or into the
- * vector's own arena, so a vector is valid while its batch is (and until it is reset).
+ * of the vector is row sel[k] of the batch). Its arrays are read-only for users: strings point
+ * into the batch's buffers (or into literals of the bound expression), and a plain int64/float64
+ * column evaluated without a selection is the column's own buffer (zero copy), so a vector is
+ * valid while its batch and bound expression are (and until it is reset). Values under null
+ * slots are unspecified (booleans are still 0/1).
+ *
+ * Evaluation computes every subexpression on every selected row, so an error (integer overflow)
+ * on any row fails the whole call. Selection may skip rows: AND narrows the selection operand
+ * by operand, so an error in its right operand on a row its left operand rejected may not be
+ * reported. Temporaries come from a per-thread pool (kept across calls, trimmed when it holds
+ * more than 64 MiB), so once vectors have grown, evaluation allocates nothing.
  *
  * Thread safety: a bound expression is immutable and shared by all workers; vectors are
  * per-thread scratch.
@@ -40,6 +49,11 @@ typedef struct marble__vec {
 
 void marble__vec_init(marble__vec *v);
 void marble__vec_free(marble__vec *v);
+/* Makes v hold n rows of `kind` in its own storage (grown when needed, never shrunk), valid NULL;
+ * the values are uninitialized. */
+int marble__vec_reset(marble__vec *v, marble_datum_kind kind, int64_t n, marble_error *err);
+/* Points v->valid at v's own room for n validity bytes (uninitialized) and returns it. */
+uint8_t *marble__vec_valid(marble__vec *v);
 
 typedef struct marble__bound marble__bound;
 
@@ -70,8 +84,17 @@ int marble__expr_select(const marble__bound *b, const struct ArrowArray *batch,
  * utf8 "u"); the array owns copies of the values. */
 int marble__vec_to_arrow(const marble__vec *v, struct ArrowArray *out, marble_error *err);
 /* Gathers rows sel[0..n) (sel NULL: a zero-copy slice would do; this copies rows 0..n) of a
- * column of any supported type into a new array of the same type. */
+ * column of any supported type into a new array of the same type. sel indexes `col`'s rows
+ * (after col->offset): for a column of a batch whose own offset is not 0 use marble__batch_take.
+ * Nulls keep their slots; the result has no validity bitmap when no selected row is null. */
 int marble__array_take(const struct ArrowSchema *field, const struct ArrowArray *col,
                        const uint32_t *sel, int64_t n, struct ArrowArray *out, marble_error *err);
+/* As marble__array_take for column i of `batch` (a "+s" array of `schema`), sel indexing the
+ * batch's rows (the batch's own offset is applied). */
+int marble__batch_take(const struct ArrowSchema *schema, const struct ArrowArray *batch, int i,
+                       const uint32_t *sel, int64_t n, struct ArrowArray *out, marble_error *err);
+
+/* "=", "AND", "IS NULL", ... */
+const char *marble__expr_op_text(marble_expr_op op);
 
 #endif

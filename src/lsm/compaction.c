@@ -8,17 +8,19 @@
  * the rotation; marble__compaction_reset_pointers clears it (for tests).
  */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "lsm/compaction.h"
 #include "lsm/iter.h"
+#include "marble/base.h"
 
 #define DEFAULT_L0_TRIGGER 4
 #define DEFAULT_L1_BYTES ((uint64_t)256 << 20)
 #define DEFAULT_FILE_SIZE ((uint64_t)64 << 20)
-#define CANCEL_POLL_ROWS 4096
+#define CANCEL_POLL_ROWS 1024
 
 static int key_cmp(const void *a, size_t alen, const void *b, size_t blen)
 {
@@ -395,19 +397,88 @@ cleanup:
     return rc;
 }
 
+/* ---- rate limiting ------------------------------------------------------------------------------
+ */
+
+#define RATE_SLICE_NS 10000000ull /* waits sleep in slices of at most 10 ms */
+#define RATE_BURST_DIV 20         /* the bucket holds at most 1/20 s of tokens */
+
+void marble__rate_limiter_init(marble__rate_limiter *rl, uint64_t bytes_per_sec)
+{
+    memset(rl, 0, sizeof *rl);
+    pthread_mutex_init(&rl->mu, NULL);
+    rl->rate = bytes_per_sec;
+    rl->last_ns = marble_now_ns();
+}
+
+void marble__rate_limiter_destroy(marble__rate_limiter *rl)
+{
+    if (rl) pthread_mutex_destroy(&rl->mu);
+}
+
+int marble__rate_limiter_request(marble__rate_limiter *rl, uint64_t bytes, int (*cancelled)(void *),
+                                 void *ud)
+{
+    if (!rl || rl->rate == 0 || bytes == 0) return MARBLE_OK;
+    pthread_mutex_lock(&rl->mu);
+    uint64_t now = marble_now_ns();
+    double rate = (double)rl->rate, burst = rate / RATE_BURST_DIV;
+    rl->balance += (double)(now - rl->last_ns) * rate / 1e9;
+    if (rl->balance > burst) rl->balance = burst;
+    rl->last_ns = now;
+    rl->balance -= (double)bytes;
+    double debt = rl->balance < 0 ? -rl->balance : 0;
+    pthread_mutex_unlock(&rl->mu);
+    uint64_t until = now + (uint64_t)(debt / rate * 1e9);
+    for (;;) {
+        if (cancelled && cancelled(ud)) return MARBLE_ERR_CANCELLED;
+        now = marble_now_ns();
+        if (now >= until) return MARBLE_OK;
+        uint64_t left = until - now;
+        marble_sleep_ns(left < RATE_SLICE_NS ? left : RATE_SLICE_NS);
+    }
+}
+
 /* ---- running ------------------------------------------------------------------------------------
  */
+
+typedef struct finisher finisher;
 
 typedef struct output {
     uint64_t number;
     char *uri;
     marble__sst_info info;
     int finished;
+    finisher *fin; /* finishing on another thread, not collected yet */
 } output;
 
-typedef struct job {
-    const marble__compaction *c;
-    const marble__compaction_env *env;
+/* A cut output file finished by a task (last batch, index, footer, fsync) while its piece merges
+ * into the next file. Whoever claims it first runs the finish: the task, or the piece when it
+ * collects its outputs (so a piece never waits for a task that has not started). Freed by the
+ * last of the two references. */
+struct finisher {
+    atomic_int refs;
+    atomic_int claimed;
+    marble__sst_writer *w;
+    marble__sst_info info;
+    int rc;
+    marble_error err;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done; /* under mu */
+};
+
+typedef struct bound {
+    unsigned char *key; /* an encoded key (no table prefix) */
+    size_t len;
+} bound;
+
+typedef struct job job;
+
+/* One subcompaction: the keys in (lo, hi] of every input, merged into its own outputs. */
+typedef struct piece {
+    job *j;
+    const bound *lo, *hi; /* NULL: unbounded */
     marble__sst **ssts;
     size_t n_ssts;
     output *outs;
@@ -416,36 +487,57 @@ typedef struct job {
     unsigned char *mkey;   /* table prefix + key, for the overlap test */
     size_t mkey_cap;
     size_t level_ptr[MARBLE__NUM_LEVELS];
-} job;
+    marble__compaction_result res;
+    uint64_t out_bytes; /* output bytes of the files finished or handed to finishers */
+    uint64_t charged;   /* output bytes passed to the throttle */
+    uint64_t reported; /* input bytes passed to progress */
+    int rc;
+    marble_error err;
+} piece;
 
-static int open_input(job *j, const marble__file_meta *f, marble__sst **out, marble_error *err)
+struct job {
+    const marble__compaction *c;
+    const marble__compaction_env *env;
+    piece *pieces;
+    size_t n_pieces;
+    double bytes_per_row; /* input bytes / input rows, for progress */
+    atomic_int failed;    /* a piece failed: the others stop at their next poll */
+};
+
+static int piece_cancelled(piece *p)
 {
-    int rc = j->env->open_sst(j->env->ud, f, out, err);
+    const marble__compaction_env *env = p->j->env;
+    if (atomic_load_explicit(&p->j->failed, memory_order_relaxed)) return 1;
+    return env->cancelled && env->cancelled(env->ud);
+}
+
+static int open_input(piece *p, const marble__file_meta *f, marble__sst **out, marble_error *err)
+{
+    const marble__compaction_env *env = p->j->env;
+    int rc = env->open_sst(env->ud, f, out, err);
     if (rc != MARBLE_OK) {
         if (err && err->code == MARBLE_OK)
             marble_error_set(err, rc, "compaction: opening input file %llu failed",
                              (unsigned long long)f->number);
         return rc;
     }
-    j->ssts[j->n_ssts++] = *out;
+    p->ssts[p->n_ssts++] = *out;
     return MARBLE_OK;
 }
 
-/* One run iterator over files[0, n) (at least one). */
-static int run_child(job *j, const marble__file_meta *files, size_t n, marble__iter **out,
-                     marble_error *err)
+/* Non-zero when file f may hold keys of the piece's range. */
+static int file_in_piece(const piece *p, const marble__file_meta *f)
 {
-    size_t first = j->n_ssts;
-    for (size_t i = 0; i < n; i++) {
-        marble__sst *s;
-        MARBLE_RETURN_NOT_OK(open_input(j, &files[i], &s, err));
-    }
-    return marble__iter_run(j->ssts + first, n, out, err);
+    if (f->smallest_len < 4 || f->largest_len < 4) return 1;
+    if (p->lo && key_cmp(f->largest + 4, f->largest_len - 4, p->lo->key, p->lo->len) <= 0) return 0;
+    if (p->hi && key_cmp(f->smallest + 4, f->smallest_len - 4, p->hi->key, p->hi->len) > 0)
+        return 0;
+    return 1;
 }
 
-static int build_input(job *j, marble__iter **out, marble_error *err)
+static int build_input(piece *p, marble__iter **out, marble_error *err)
 {
-    const marble__compaction *c = j->c;
+    const marble__compaction *c = p->j->c;
     size_t total = c->n_inputs[0] + c->n_inputs[1];
     marble__iter **ch = calloc(total ? total : 1, sizeof *ch);
     size_t k = 0;
@@ -454,18 +546,30 @@ static int build_input(job *j, marble__iter **out, marble_error *err)
     for (int w = 0; w < 2 && rc == MARBLE_OK; w++) {
         size_t n = c->n_inputs[w];
         int lvl = w == 0 ? c->level : c->output_level;
-        if (n == 0) continue;
         if (lvl == 0) {
             for (size_t i = 0; i < n && rc == MARBLE_OK; i++) {
+                if (!file_in_piece(p, &c->inputs[w][i])) continue;
                 marble__sst *s;
-                rc = open_input(j, &c->inputs[w][i], &s, err);
+                rc = open_input(p, &c->inputs[w][i], &s, err);
                 if (rc == MARBLE_OK) rc = marble__iter_sst(s, &ch[k], err);
                 if (rc == MARBLE_OK) k++;
             }
-        } else {
-            rc = run_child(j, c->inputs[w], n, &ch[k], err);
-            if (rc == MARBLE_OK) k++;
+            continue;
         }
+        /* a sorted run: the files in range are contiguous */
+        size_t first = 0, last = n;
+        while (first < n && !file_in_piece(p, &c->inputs[w][first]))
+            first++;
+        while (last > first && !file_in_piece(p, &c->inputs[w][last - 1]))
+            last--;
+        if (first == last) continue;
+        size_t base = p->n_ssts;
+        for (size_t i = first; i < last && rc == MARBLE_OK; i++) {
+            marble__sst *s;
+            rc = open_input(p, &c->inputs[w][i], &s, err);
+        }
+        if (rc == MARBLE_OK) rc = marble__iter_run(p->ssts + base, last - first, &ch[k], err);
+        if (rc == MARBLE_OK) k++;
     }
     if (rc != MARBLE_OK) {
         for (size_t i = 0; i < k; i++)
@@ -480,60 +584,60 @@ static int build_input(job *j, marble__iter **out, marble_error *err)
 
 /* Non-zero when some file in a level below the output level may hold `key` (keys arrive in
  * ascending order, so each level's position only moves forward). */
-static int below_has_key(job *j, const void *key, size_t klen, int *oom)
+static int below_has_key(piece *p, const void *key, size_t klen, int *oom)
 {
-    const marble__version *v = j->env->version;
+    const marble__version *v = p->j->env->version;
     if (!v) return 1;
-    if (4 + klen > j->mkey_cap) {
-        size_t cap = j->mkey_cap ? j->mkey_cap : 64;
+    if (4 + klen > p->mkey_cap) {
+        size_t cap = p->mkey_cap ? p->mkey_cap : 64;
         while (cap < 4 + klen)
             cap *= 2;
-        unsigned char *p = realloc(j->mkey, cap);
-        if (!p) {
+        unsigned char *q = realloc(p->mkey, cap);
+        if (!q) {
             *oom = 1;
             return 1;
         }
-        j->mkey = p;
-        j->mkey_cap = cap;
+        p->mkey = q;
+        p->mkey_cap = cap;
     }
-    put_be32(j->mkey, j->c->table_id);
-    if (klen) memcpy(j->mkey + 4, key, klen);
+    put_be32(p->mkey, p->j->c->table_id);
+    if (klen) memcpy(p->mkey + 4, key, klen);
     size_t ml = 4 + klen;
-    for (int l = j->c->output_level + 1; l < MARBLE__NUM_LEVELS; l++) {
+    for (int l = p->j->c->output_level + 1; l < MARBLE__NUM_LEVELS; l++) {
         size_t n = marble__version_num_files(v, l);
         if (l == 0) {
             for (size_t i = 0; i < n; i++) {
                 const marble__file_meta *f = marble__version_file(v, l, i);
-                if (key_cmp(f->smallest, f->smallest_len, j->mkey, ml) <= 0 &&
-                    key_cmp(f->largest, f->largest_len, j->mkey, ml) >= 0)
+                if (key_cmp(f->smallest, f->smallest_len, p->mkey, ml) <= 0 &&
+                    key_cmp(f->largest, f->largest_len, p->mkey, ml) >= 0)
                     return 1;
             }
             continue;
         }
-        size_t *p = &j->level_ptr[l];
-        while (*p < n) {
-            const marble__file_meta *f = marble__version_file(v, l, *p);
-            if (key_cmp(f->largest, f->largest_len, j->mkey, ml) >= 0) {
-                if (key_cmp(f->smallest, f->smallest_len, j->mkey, ml) <= 0) return 1;
+        size_t *at = &p->level_ptr[l];
+        while (*at < n) {
+            const marble__file_meta *f = marble__version_file(v, l, *at);
+            if (key_cmp(f->largest, f->largest_len, p->mkey, ml) >= 0) {
+                if (key_cmp(f->smallest, f->smallest_len, p->mkey, ml) <= 0) return 1;
                 break;
             }
-            (*p)++;
+            (*at)++;
         }
     }
     return 0;
 }
 
-static int start_output(job *j, marble_error *err)
+static int start_output(piece *p, marble_error *err)
 {
-    const marble__compaction_env *env = j->env;
-    if (j->n_outs == j->cap_outs) {
-        size_t cap = j->cap_outs ? 2 * j->cap_outs : 4;
-        output *o = realloc(j->outs, cap * sizeof *o);
+    const marble__compaction_env *env = p->j->env;
+    if (p->n_outs == p->cap_outs) {
+        size_t cap = p->cap_outs ? 2 * p->cap_outs : 4;
+        output *o = realloc(p->outs, cap * sizeof *o);
         if (!o) return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "compaction: out of memory");
-        j->outs = o;
-        j->cap_outs = cap;
+        p->outs = o;
+        p->cap_outs = cap;
     }
-    output *o = &j->outs[j->n_outs];
+    output *o = &p->outs[p->n_outs];
     memset(o, 0, sizeof *o);
     o->number = env->new_file_number(env->ud);
     int len = snprintf(NULL, 0, "%s/%06llu.arrow", env->dir_uri, (unsigned long long)o->number);
@@ -541,21 +645,463 @@ static int start_output(job *j, marble_error *err)
     if (!o->uri) return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "compaction: out of memory");
     snprintf(o->uri, (size_t)len + 1, "%s/%06llu.arrow", env->dir_uri,
              (unsigned long long)o->number);
-    j->n_outs++;
-    return marble__sst_writer_create(env->fs, o->uri, env->codec, &env->sst_opts, &j->w, err);
+    p->n_outs++;
+    return marble__sst_writer_create(env->fs, o->uri, env->codec, &env->sst_opts, &p->w, err);
 }
 
-static int finish_output(job *j, marble__compaction_result *res, marble_error *err)
+static int finish_output(piece *p, marble_error *err)
 {
-    output *o = &j->outs[j->n_outs - 1];
-    int rc = marble__sst_writer_finish(j->w, &o->info, err);
-    marble__sst_writer_destroy(j->w);
-    j->w = NULL;
+    output *o = &p->outs[p->n_outs - 1];
+    int rc = marble__sst_writer_finish(p->w, &o->info, err);
+    marble__sst_writer_destroy(p->w);
+    p->w = NULL;
     if (rc != MARBLE_OK) return rc;
     o->finished = 1;
-    res->files_out++;
-    res->bytes_written += o->info.file_size;
+    p->res.files_out++;
+    p->res.bytes_written += o->info.file_size;
+    p->out_bytes += o->info.file_size;
     return MARBLE_OK;
+}
+
+static void finisher_unref(finisher *f)
+{
+    /* acq_rel: the last holder sees the other's writes before freeing */
+    if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1) return;
+    if (f->w) marble__sst_writer_destroy(f->w);
+    if (f->rc == MARBLE_OK && f->done) marble__sst_info_free(&f->info);
+    pthread_mutex_destroy(&f->mu);
+    pthread_cond_destroy(&f->cv);
+    free(f);
+}
+
+/* Runs the finish (run = 1) or drops the file unfinished (run = 0, the job failed). */
+static void finisher_run(finisher *f, int run)
+{
+    if (run)
+        f->rc = marble__sst_writer_finish(f->w, &f->info, &f->err);
+    else
+        f->rc = marble_error_set(&f->err, MARBLE_ERR_CANCELLED, "compaction: output dropped");
+    marble__sst_writer_destroy(f->w);
+    f->w = NULL;
+    pthread_mutex_lock(&f->mu);
+    f->done = 1;
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+}
+
+static marble_task_status finisher_task(marble_task_ctx *ctx, void *arg)
+{
+    (void)ctx;
+    finisher *f = arg;
+    if (!atomic_exchange_explicit(&f->claimed, 1, memory_order_acq_rel)) finisher_run(f, 1);
+    finisher_unref(f);
+    return MARBLE_TASK_DONE;
+}
+
+/* Cuts the current output: finished by a task when the job may use more than one thread,
+ * else here. */
+static int cut_output(piece *p, marble_error *err)
+{
+    const marble__compaction_env *env = p->j->env;
+    finisher *f = NULL;
+    if (env->group && env->subcompactions > 1) f = calloc(1, sizeof *f);
+    if (!f) return finish_output(p, err);
+    atomic_init(&f->refs, 2);
+    atomic_init(&f->claimed, 0);
+    pthread_mutex_init(&f->mu, NULL);
+    pthread_cond_init(&f->cv, NULL);
+    p->out_bytes += marble__sst_writer_estimated_size(p->w);
+    f->w = p->w;
+    p->w = NULL;
+    p->outs[p->n_outs - 1].fin = f;
+    if (marble_group_spawn(env->group, finisher_task, f) != MARBLE_OK) finisher_unref(f);
+    return MARBLE_OK;
+}
+
+/* Waits for (or runs) the piece's handed-off finishes; ok = 0 drops those not started. */
+static int collect_outputs(piece *p, int ok, marble_error *err)
+{
+    int rc = MARBLE_OK;
+    for (size_t i = 0; i < p->n_outs; i++) {
+        output *o = &p->outs[i];
+        finisher *f = o->fin;
+        if (!f) continue;
+        if (!atomic_exchange_explicit(&f->claimed, 1, memory_order_acq_rel)) {
+            finisher_run(f, ok);
+        } else {
+            pthread_mutex_lock(&f->mu);
+            while (!f->done)
+                pthread_cond_wait(&f->cv, &f->mu);
+            pthread_mutex_unlock(&f->mu);
+        }
+        if (f->rc == MARBLE_OK) {
+            o->info = f->info;
+            memset(&f->info, 0, sizeof f->info);
+            o->finished = 1;
+            p->res.files_out++;
+            p->res.bytes_written += o->info.file_size;
+        } else if (ok && rc == MARBLE_OK) {
+            rc = f->rc;
+            if (err) *err = f->err;
+        }
+        o->fin = NULL;
+        finisher_unref(f);
+    }
+    return rc;
+}
+
+/* Between batches of input: cancellation, progress and the rate limit. */
+static int poll(piece *p, int last, marble_error *err)
+{
+    const marble__compaction_env *env = p->j->env;
+    if (!last && piece_cancelled(p))
+        return marble_error_set(err, MARBLE_ERR_CANCELLED, "compaction into %s: cancelled",
+                                env->dir_uri);
+    if (env->progress) {
+        uint64_t done = (uint64_t)((double)p->res.rows_in * p->j->bytes_per_row);
+        if (done > p->reported) {
+            env->progress(env->ud, done - p->reported);
+            p->reported = done;
+        }
+    }
+    if (env->throttle) {
+        uint64_t out = p->out_bytes + (p->w ? marble__sst_writer_estimated_size(p->w) : 0);
+        if (out > p->charged) {
+            uint64_t delta = out - p->charged;
+            p->charged = out;
+            int rc = env->throttle(env->ud, delta, err);
+            if (rc != MARBLE_OK) {
+                if (err && err->code == MARBLE_OK)
+                    marble_error_set(err, rc, "compaction into %s: cancelled while rate limited",
+                                     env->dir_uri);
+                return rc;
+            }
+        }
+    }
+    return MARBLE_OK;
+}
+
+static int grow_copy(unsigned char **buf, size_t *cap, const void *key, size_t klen)
+{
+    if (klen > *cap) {
+        size_t c = *cap ? *cap : 64;
+        while (c < klen)
+            c *= 2;
+        unsigned char *q = realloc(*buf, c);
+        if (!q) return 0;
+        *buf = q;
+        *cap = c;
+    }
+    if (klen) memcpy(*buf, key, klen);
+    return 1;
+}
+
+static int merge_loop(piece *p, marble__iter *it, marble_error *err)
+{
+    const marble__compaction_env *env = p->j->env;
+    marble__compaction_result *res = &p->res;
+    uint64_t target = env->target_file_size ? env->target_file_size : DEFAULT_FILE_SIZE;
+    uint64_t snap = env->smallest_snapshot;
+    unsigned char *cur = NULL, *last_out = NULL; /* current user key; last key written */
+    size_t cur_len = 0, cur_cap = 0, last_len = 0, last_cap = 0;
+    int has_cur = 0, has_last = 0, seen_old = 0, rc = MARBLE_OK;
+    int skip_lo = p->lo != NULL;
+
+    if (p->lo)
+        marble__iter_seek(it, p->lo->key, p->lo->len);
+    else
+        marble__iter_seek_to_first(it);
+    for (; marble__iter_valid(it); marble__iter_next(it)) {
+        size_t klen;
+        const void *key = marble__iter_key(it, &klen);
+        if (skip_lo) { /* the lower bound itself belongs to the piece before */
+            if (key_cmp(key, klen, p->lo->key, p->lo->len) == 0) continue;
+            skip_lo = 0;
+        }
+        if (res->rows_in % CANCEL_POLL_ROWS == 0) {
+            rc = poll(p, 0, err);
+            if (rc != MARBLE_OK) goto done;
+        }
+        uint64_t seq = marble__iter_seq(it);
+        int op = marble__iter_op(it);
+        if (!has_cur || key_cmp(key, klen, cur, cur_len) != 0) {
+            if (p->hi && key_cmp(key, klen, p->hi->key, p->hi->len) > 0) break;
+            if (!grow_copy(&cur, &cur_cap, key, klen)) goto oom;
+            cur_len = klen;
+            has_cur = 1;
+            seen_old = 0;
+        }
+        res->rows_in++;
+        if (seq <= snap) {
+            if (seen_old) continue; /* a newer version at or below the snapshot hides it */
+            seen_old = 1;
+            if (op == 0) {
+                int oom = 0;
+                int below = below_has_key(p, key, klen, &oom);
+                if (oom) goto oom;
+                if (!below) continue; /* the delete shadows nothing */
+            }
+        }
+
+        int new_key = !has_last || key_cmp(key, klen, last_out, last_len) != 0;
+        if (p->w && new_key && marble__sst_writer_rows(p->w) > 0 &&
+            marble__sst_writer_estimated_size(p->w) >= target) {
+            rc = cut_output(p, err);
+            if (rc != MARBLE_OK) goto done;
+        }
+        if (!p->w) {
+            rc = start_output(p, err);
+            if (rc != MARBLE_OK) goto done;
+        }
+        int64_t row = -1;
+        const struct ArrowArray *batch = marble__iter_batch(it, &row);
+        if (batch) {
+            rc = marble__sst_writer_add_arrow(p->w, key, klen, batch, row, err);
+        } else {
+            size_t vlen;
+            const void *val = marble__iter_value(it, &vlen);
+            rc = marble__sst_writer_add(p->w, key, klen, seq, op, val, vlen, err);
+        }
+        if (rc != MARBLE_OK) goto done;
+        res->rows_out++;
+        if (new_key) {
+            if (!grow_copy(&last_out, &last_cap, key, klen)) goto oom;
+            last_len = klen;
+            has_last = 1;
+        }
+    }
+    rc = marble__iter_status(it, err);
+    if (rc == MARBLE_OK && p->w) rc = finish_output(p, err);
+    if (rc == MARBLE_OK) rc = poll(p, 1, err);
+    goto done;
+oom:
+    rc = marble_error_set(err, MARBLE_ERR_NO_MEMORY, "compaction: out of memory");
+done:
+    free(cur);
+    free(last_out);
+    return rc;
+}
+
+static void run_piece(piece *p)
+{
+    size_t total = p->j->c->n_inputs[0] + p->j->c->n_inputs[1];
+    marble__iter *it = NULL;
+    if (atomic_load_explicit(&p->j->failed, memory_order_relaxed)) {
+        p->rc = marble_error_set(&p->err, MARBLE_ERR_CANCELLED, "compaction: a sibling failed");
+        return;
+    }
+    p->ssts = calloc(total ? total : 1, sizeof *p->ssts);
+    if (!p->ssts)
+        p->rc = marble_error_set(&p->err, MARBLE_ERR_NO_MEMORY, "compaction: out of memory");
+    else
+        p->rc = build_input(p, &it, &p->err);
+    if (p->rc == MARBLE_OK) p->rc = merge_loop(p, it, &p->err);
+    int crc = collect_outputs(p, p->rc == MARBLE_OK, &p->err);
+    if (p->rc == MARBLE_OK) p->rc = crc;
+    marble__iter_destroy(it);
+    if (p->w) marble__sst_writer_destroy(p->w);
+    p->w = NULL;
+    for (size_t i = 0; i < p->n_ssts; i++)
+        marble__sst_unref(p->ssts[i]);
+    free(p->ssts);
+    p->ssts = NULL;
+    p->n_ssts = 0;
+    /* relaxed: only a hint that stops the siblings early; results are read after the join */
+    if (p->rc != MARBLE_OK) atomic_store_explicit(&p->j->failed, 1, memory_order_relaxed);
+}
+
+/* ---- splitting a job into key ranges ------------------------------------------------------------
+ */
+
+typedef struct cand {
+    const uint8_t *key;
+    size_t len;
+    double bytes;
+} cand;
+
+static int cand_cmp(const void *a, const void *b)
+{
+    const cand *x = a, *y = b;
+    return key_cmp(x->key, x->len, y->key, y->len);
+}
+
+/* Up to want - 1 boundaries from the inputs' batch boundaries (each batch's largest key, weighted
+ * by its share of its file's bytes), so that the pieces between them hold about equal bytes. */
+static int plan_bounds(job *j, int want, bound **out, size_t *n_out, marble_error *err)
+{
+    const marble__compaction *c = j->c;
+    const marble__compaction_env *env = j->env;
+    size_t total = c->n_inputs[0] + c->n_inputs[1], n_ssts = 0, n_cand = 0, cap = 0;
+    marble__sst **ssts = calloc(total ? total : 1, sizeof *ssts);
+    cand *cands = NULL;
+    bound *b = NULL;
+    size_t nb = 0;
+    int rc = MARBLE_OK;
+    *out = NULL;
+    *n_out = 0;
+    if (!ssts) return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "compaction: out of memory");
+    for (int w = 0; w < 2 && rc == MARBLE_OK; w++)
+        for (size_t i = 0; i < c->n_inputs[w] && rc == MARBLE_OK; i++) {
+            marble__sst *s;
+            rc = env->open_sst(env->ud, &c->inputs[w][i], &s, err);
+            if (rc != MARBLE_OK) {
+                if (err && err->code == MARBLE_OK)
+                    marble_error_set(err, rc, "compaction: opening input file %llu failed",
+                                     (unsigned long long)c->inputs[w][i].number);
+                break;
+            }
+            ssts[n_ssts++] = s;
+            int64_t nbat = marble__sst_num_batches(s);
+            uint64_t rows = marble__sst_rows(s);
+            double size = (double)marble__sst_file_size(s);
+            for (int64_t k = 0; k < nbat; k++) {
+                const uint8_t *sm, *lg;
+                size_t sl, ll;
+                int64_t r;
+                marble__sst_batch_range(s, k, &sm, &sl, &lg, &ll, &r);
+                if (n_cand == cap) {
+                    size_t nc = cap ? 2 * cap : 256;
+                    cand *q = realloc(cands, nc * sizeof *q);
+                    if (!q) {
+                        rc = marble_error_set(err, MARBLE_ERR_NO_MEMORY,
+                                              "compaction: out of memory");
+                        break;
+                    }
+                    cands = q;
+                    cap = nc;
+                }
+                cands[n_cand].key = lg;
+                cands[n_cand].len = ll;
+                cands[n_cand].bytes = rows ? size * (double)r / (double)rows : 0;
+                n_cand++;
+            }
+        }
+    if (rc != MARBLE_OK || n_cand < 2) goto cleanup;
+    qsort(cands, n_cand, sizeof *cands, cand_cmp);
+    double sum = 0;
+    for (size_t i = 0; i < n_cand; i++)
+        sum += cands[i].bytes;
+    b = calloc((size_t)want, sizeof *b);
+    if (!b) {
+        rc = marble_error_set(err, MARBLE_ERR_NO_MEMORY, "compaction: out of memory");
+        goto cleanup;
+    }
+    const cand *maxk = &cands[n_cand - 1];
+    double cum = 0;
+    size_t at = 0;
+    for (int k = 1; k < want; k++) {
+        double goal = sum * k / want;
+        while (at < n_cand && cum + cands[at].bytes < goal)
+            cum += cands[at++].bytes;
+        if (at >= n_cand) break;
+        const cand *x = &cands[at];
+        if (key_cmp(x->key, x->len, maxk->key, maxk->len) >= 0) break; /* nothing after it */
+        if (nb && key_cmp(x->key, x->len, b[nb - 1].key, b[nb - 1].len) <= 0) continue;
+        b[nb].key = malloc(x->len ? x->len : 1);
+        if (!b[nb].key) {
+            rc = marble_error_set(err, MARBLE_ERR_NO_MEMORY, "compaction: out of memory");
+            goto cleanup;
+        }
+        if (x->len) memcpy(b[nb].key, x->key, x->len);
+        b[nb++].len = x->len;
+    }
+cleanup:
+    if (rc != MARBLE_OK || nb == 0) {
+        for (size_t i = 0; i < nb; i++)
+            free(b[i].key);
+        free(b);
+        b = NULL;
+        nb = 0;
+    }
+    for (size_t i = 0; i < n_ssts; i++)
+        marble__sst_unref(ssts[i]);
+    free(ssts);
+    free(cands);
+    *out = b;
+    *n_out = nb;
+    return rc;
+}
+
+/* ---- running pieces in parallel -----------------------------------------------------------------
+ * Pieces are offered to the scheduler's workers through helper tasks spawned into env->group;
+ * whoever claims a piece first (a helper, or the calling thread, which works through them too)
+ * runs it, so the caller never waits for a worker that is busy elsewhere, only for pieces a
+ * worker has started. Helpers that start late find nothing left and return. The claim block is
+ * freed by whoever drops the last reference (the caller or a late helper); `pieces` is touched
+ * only for a claimed index, which the caller outlives. */
+
+typedef struct claims {
+    atomic_int refs;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    size_t next, n;
+    int active; /* pieces helpers claimed and have not finished (under mu) */
+    piece *pieces;
+} claims;
+
+static void claims_unref(claims *cl)
+{
+    /* acq_rel: the last holder sees every other holder's writes before freeing */
+    if (atomic_fetch_sub_explicit(&cl->refs, 1, memory_order_acq_rel) != 1) return;
+    pthread_mutex_destroy(&cl->mu);
+    pthread_cond_destroy(&cl->cv);
+    free(cl);
+}
+
+static piece *claim(claims *cl, int helper)
+{
+    piece *p = NULL;
+    pthread_mutex_lock(&cl->mu);
+    if (cl->next < cl->n) {
+        p = &cl->pieces[cl->next++];
+        if (helper) cl->active++;
+    }
+    pthread_mutex_unlock(&cl->mu);
+    return p;
+}
+
+static marble_task_status helper_task(marble_task_ctx *ctx, void *arg)
+{
+    (void)ctx;
+    claims *cl = arg;
+    piece *p;
+    while ((p = claim(cl, 1)) != NULL) {
+        run_piece(p);
+        pthread_mutex_lock(&cl->mu);
+        if (--cl->active == 0) pthread_cond_broadcast(&cl->cv);
+        pthread_mutex_unlock(&cl->mu);
+    }
+    claims_unref(cl);
+    return MARBLE_TASK_DONE;
+}
+
+static void run_pieces(job *j)
+{
+    const marble__compaction_env *env = j->env;
+    claims *cl = NULL;
+    if (j->n_pieces > 1 && env->group) cl = calloc(1, sizeof *cl);
+    if (!cl) {
+        for (size_t i = 0; i < j->n_pieces; i++)
+            run_piece(&j->pieces[i]);
+        return;
+    }
+    atomic_init(&cl->refs, 1);
+    pthread_mutex_init(&cl->mu, NULL);
+    pthread_cond_init(&cl->cv, NULL);
+    cl->n = j->n_pieces;
+    cl->pieces = j->pieces;
+    for (size_t k = 1; k < j->n_pieces; k++) {
+        atomic_fetch_add_explicit(&cl->refs, 1, memory_order_relaxed);
+        if (marble_group_spawn(env->group, helper_task, cl) != MARBLE_OK) claims_unref(cl);
+    }
+    piece *p;
+    while ((p = claim(cl, 0)) != NULL)
+        run_piece(p);
+    pthread_mutex_lock(&cl->mu);
+    while (cl->active > 0)
+        pthread_cond_wait(&cl->cv, &cl->mu);
+    pthread_mutex_unlock(&cl->mu);
+    claims_unref(cl);
 }
 
 static int fill_edit(job *j, marble__version_edit *edit)
@@ -565,29 +1111,34 @@ static int fill_edit(job *j, marble__version_edit *edit)
         for (size_t i = 0; i < c->n_inputs[w]; i++)
             MARBLE_RETURN_NOT_OK(marble__edit_delete_file(edit, w == 0 ? c->level : c->output_level,
                                                           c->inputs[w][i].number));
-    for (size_t i = 0; i < j->n_outs; i++) {
-        const marble__sst_info *info = &j->outs[i].info;
-        marble__file_meta f = {.level = c->output_level,
-                               .number = j->outs[i].number,
-                               .size = info->file_size,
-                               .smallest_len = 4 + info->smallest.len,
-                               .largest_len = 4 + info->largest.len,
-                               .smallest_seq = info->smallest_seq,
-                               .largest_seq = info->largest_seq,
-                               .rows = info->rows};
-        f.smallest = malloc(f.smallest_len);
-        f.largest = malloc(f.largest_len);
-        int rc = MARBLE_ERR_NO_MEMORY;
-        if (f.smallest && f.largest) {
-            put_be32(f.smallest, c->table_id);
-            put_be32(f.largest, c->table_id);
-            if (info->smallest.len) memcpy(f.smallest + 4, info->smallest.data, info->smallest.len);
-            if (info->largest.len) memcpy(f.largest + 4, info->largest.data, info->largest.len);
-            rc = marble__edit_add_file(edit, &f);
+    for (size_t pi = 0; pi < j->n_pieces; pi++) {
+        const piece *p = &j->pieces[pi];
+        for (size_t i = 0; i < p->n_outs; i++) {
+            const marble__sst_info *info = &p->outs[i].info;
+            marble__file_meta f = {.level = c->output_level,
+                                   .number = p->outs[i].number,
+                                   .size = info->file_size,
+                                   .smallest_len = 4 + info->smallest.len,
+                                   .largest_len = 4 + info->largest.len,
+                                   .smallest_seq = info->smallest_seq,
+                                   .largest_seq = info->largest_seq,
+                                   .rows = info->rows};
+            f.smallest = malloc(f.smallest_len);
+            f.largest = malloc(f.largest_len);
+            int rc = MARBLE_ERR_NO_MEMORY;
+            if (f.smallest && f.largest) {
+                put_be32(f.smallest, c->table_id);
+                put_be32(f.largest, c->table_id);
+                if (info->smallest.len)
+                    memcpy(f.smallest + 4, info->smallest.data, info->smallest.len);
+                if (info->largest.len)
+                    memcpy(f.largest + 4, info->largest.data, info->largest.len);
+                rc = marble__edit_add_file(edit, &f);
+            }
+            free(f.smallest);
+            free(f.largest);
+            MARBLE_RETURN_NOT_OK(rc);
         }
-        free(f.smallest);
-        free(f.largest);
-        MARBLE_RETURN_NOT_OK(rc);
     }
     return MARBLE_OK;
 }
@@ -601,99 +1152,6 @@ static void edit_truncate(marble__version_edit *edit, size_t n_added, size_t n_d
     }
     edit->n_added = n_added;
     edit->n_deleted = n_deleted;
-}
-
-static int merge_loop(job *j, marble__iter *it, marble__compaction_result *res, marble_error *err)
-{
-    const marble__compaction_env *env = j->env;
-    uint64_t target = env->target_file_size ? env->target_file_size : DEFAULT_FILE_SIZE;
-    uint64_t snap = env->smallest_snapshot;
-    unsigned char *cur = NULL, *last_out = NULL; /* current user key; last key written */
-    size_t cur_len = 0, cur_cap = 0, last_len = 0, last_cap = 0;
-    int has_cur = 0, has_last = 0, seen_old = 0, rc = MARBLE_OK;
-
-    for (marble__iter_seek_to_first(it); marble__iter_valid(it); marble__iter_next(it)) {
-        if (res->rows_in % CANCEL_POLL_ROWS == 0 && env->cancelled && env->cancelled(env->ud)) {
-            rc = marble_error_set(err, MARBLE_ERR_CANCELLED, "compaction into %s: cancelled",
-                                  env->dir_uri);
-            goto done;
-        }
-        res->rows_in++;
-        size_t klen;
-        const void *key = marble__iter_key(it, &klen);
-        uint64_t seq = marble__iter_seq(it);
-        int op = marble__iter_op(it);
-        if (!has_cur || key_cmp(key, klen, cur, cur_len) != 0) {
-            if (klen > cur_cap) {
-                size_t cap = cur_cap ? cur_cap : 64;
-                while (cap < klen)
-                    cap *= 2;
-                unsigned char *p = realloc(cur, cap);
-                if (!p) goto oom;
-                cur = p;
-                cur_cap = cap;
-            }
-            if (klen) memcpy(cur, key, klen);
-            cur_len = klen;
-            has_cur = 1;
-            seen_old = 0;
-        }
-        if (seq <= snap) {
-            if (seen_old) continue; /* a newer version at or below the snapshot hides it */
-            seen_old = 1;
-            if (op == 0) {
-                int oom = 0;
-                int below = below_has_key(j, key, klen, &oom);
-                if (oom) goto oom;
-                if (!below) continue; /* the delete shadows nothing */
-            }
-        }
-
-        int new_key = !has_last || key_cmp(key, klen, last_out, last_len) != 0;
-        if (j->w && new_key && marble__sst_writer_rows(j->w) > 0 &&
-            marble__sst_writer_estimated_size(j->w) >= target) {
-            rc = finish_output(j, res, err);
-            if (rc != MARBLE_OK) goto done;
-        }
-        if (!j->w) {
-            rc = start_output(j, err);
-            if (rc != MARBLE_OK) goto done;
-        }
-        int64_t row = -1;
-        const struct ArrowArray *batch = marble__iter_batch(it, &row);
-        if (batch) {
-            rc = marble__sst_writer_add_arrow(j->w, key, klen, batch, row, err);
-        } else {
-            size_t vlen;
-            const void *val = marble__iter_value(it, &vlen);
-            rc = marble__sst_writer_add(j->w, key, klen, seq, op, val, vlen, err);
-        }
-        if (rc != MARBLE_OK) goto done;
-        res->rows_out++;
-        if (new_key) {
-            if (klen > last_cap) {
-                size_t cap = last_cap ? last_cap : 64;
-                while (cap < klen)
-                    cap *= 2;
-                unsigned char *p = realloc(last_out, cap);
-                if (!p) goto oom;
-                last_out = p;
-                last_cap = cap;
-            }
-            if (klen) memcpy(last_out, key, klen);
-            last_len = klen;
-            has_last = 1;
-        }
-    }
-    rc = marble__iter_status(it, err);
-    if (rc == MARBLE_OK && j->w) rc = finish_output(j, res, err);
-    goto done;
-oom:
-    rc = marble_error_set(err, MARBLE_ERR_NO_MEMORY, "compaction: out of memory");
-done:
-    free(cur);
-    free(last_out);
-    return rc;
 }
 
 int marble__compaction_run(const marble__compaction *c, const marble__compaction_env *env,
@@ -711,39 +1169,82 @@ int marble__compaction_run(const marble__compaction *c, const marble__compaction
     memset(&j, 0, sizeof j);
     j.c = c;
     j.env = env;
+    atomic_init(&j.failed, 0);
     size_t n_added = edit->n_added, n_deleted = edit->n_deleted;
-    size_t total = c->n_inputs[0] + c->n_inputs[1];
-    marble__iter *it = NULL;
+    bound *bounds = NULL;
+    size_t nb = 0;
+    uint64_t rows = 0;
     int rc = MARBLE_OK;
-    j.ssts = calloc(total ? total : 1, sizeof *j.ssts);
-    if (!j.ssts) {
+    for (int w = 0; w < 2; w++)
+        for (size_t i = 0; i < c->n_inputs[w]; i++) {
+            res->bytes_read += c->inputs[w][i].size;
+            rows += c->inputs[w][i].rows;
+        }
+    j.bytes_per_row = rows ? (double)res->bytes_read / (double)rows : 0;
+    if (env->subcompactions > 1) {
+        int want = env->subcompactions > MARBLE__MAX_SUBCOMPACTIONS ? MARBLE__MAX_SUBCOMPACTIONS
+                                                                   : env->subcompactions;
+        rc = plan_bounds(&j, want, &bounds, &nb, err);
+        if (rc != MARBLE_OK) goto cleanup;
+    }
+    j.n_pieces = nb + 1;
+    j.pieces = calloc(j.n_pieces, sizeof *j.pieces);
+    if (!j.pieces) {
+        j.n_pieces = 0;
         rc = marble_error_set(err, MARBLE_ERR_NO_MEMORY, "compaction: out of memory");
         goto cleanup;
     }
-    for (int w = 0; w < 2; w++)
-        for (size_t i = 0; i < c->n_inputs[w]; i++)
-            res->bytes_read += c->inputs[w][i].size;
-    rc = build_input(&j, &it, err);
-    if (rc == MARBLE_OK) rc = merge_loop(&j, it, res, err);
-    marble__iter_destroy(it);
-    if (rc == MARBLE_OK && j.n_outs) rc = marble_fs_sync_dir(env->fs, env->dir_uri, err);
+    for (size_t i = 0; i < j.n_pieces; i++) {
+        j.pieces[i].j = &j;
+        j.pieces[i].lo = i > 0 ? &bounds[i - 1] : NULL;
+        j.pieces[i].hi = i < nb ? &bounds[i] : NULL;
+    }
+    run_pieces(&j);
+    /* a real failure wins over the cancellations it caused in the siblings */
+    for (size_t i = 0; i < j.n_pieces; i++) {
+        piece *p = &j.pieces[i];
+        if (p->rc != MARBLE_OK &&
+            (rc == MARBLE_OK || (rc == MARBLE_ERR_CANCELLED && p->rc != MARBLE_ERR_CANCELLED))) {
+            rc = p->rc;
+            if (err) *err = p->err;
+        }
+        res->rows_in += p->res.rows_in;
+        res->rows_out += p->res.rows_out;
+        res->files_out += p->res.files_out;
+        res->bytes_written += p->res.bytes_written;
+    }
+    res->subcompactions = (int)j.n_pieces;
+    if (rc == MARBLE_OK && env->cancelled && env->cancelled(env->ud))
+        rc = marble_error_set(err, MARBLE_ERR_CANCELLED, "compaction into %s: cancelled",
+                              env->dir_uri);
+    if (rc == MARBLE_OK && res->files_out)
+        rc = marble_fs_sync_dir(env->fs, env->dir_uri, err);
     if (rc == MARBLE_OK) {
         rc = fill_edit(&j, edit);
         if (rc != MARBLE_OK)
             rc = marble_error_set(err, rc, "compaction: out of memory filling the edit");
     }
-cleanup:
-    if (j.w) marble__sst_writer_destroy(j.w);
-    for (size_t i = 0; i < j.n_ssts; i++)
-        marble__sst_unref(j.ssts[i]);
-    free(j.ssts);
-    for (size_t i = 0; i < j.n_outs; i++) {
-        if (rc != MARBLE_OK) marble_fs_remove(env->fs, j.outs[i].uri, NULL);
-        free(j.outs[i].uri);
-        if (j.outs[i].finished) marble__sst_info_free(&j.outs[i].info);
+    if (rc == MARBLE_OK && env->progress) {
+        uint64_t reported = 0;
+        for (size_t i = 0; i < j.n_pieces; i++)
+            reported += j.pieces[i].reported;
+        if (res->bytes_read > reported) env->progress(env->ud, res->bytes_read - reported);
     }
-    free(j.outs);
-    free(j.mkey);
+cleanup:
+    for (size_t pi = 0; pi < j.n_pieces; pi++) {
+        piece *p = &j.pieces[pi];
+        for (size_t i = 0; i < p->n_outs; i++) {
+            if (rc != MARBLE_OK) marble_fs_remove(env->fs, p->outs[i].uri, NULL);
+            free(p->outs[i].uri);
+            if (p->outs[i].finished) marble__sst_info_free(&p->outs[i].info);
+        }
+        free(p->outs);
+        free(p->mkey);
+    }
+    free(j.pieces);
+    for (size_t i = 0; i < nb; i++)
+        free(bounds[i].key);
+    free(bounds);
     if (rc != MARBLE_OK) {
         edit_truncate(edit, n_added, n_deleted);
         res->files_out = 0;

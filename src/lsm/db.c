@@ -262,6 +262,22 @@ static int catalog_load_record(marble_db *db, const uint8_t *p, size_t len, marb
         db->next_table_id = marble__prefix_get(p + 1);
         return MARBLE_OK;
     }
+    if (len >= 9 && p[0] == 'I') {
+        uint32_t id = marble__prefix_get(p + 1), n = marble__prefix_get(p + 5);
+        marble__table *t = NULL;
+        for (size_t i = 0; i < db->n_tables; i++)
+            if (db->tables[i]->id == id) t = db->tables[i];
+        if (!t || n < 1 || n > MARBLE__SST_MAX_INDEXES || len != 9 + 4 * (size_t)n)
+            return catalog_corrupt(db, "bad index record", err);
+        for (uint32_t k = 0; k < n; k++) {
+            uint32_t col = marble__prefix_get(p + 9 + 4 * k);
+            if (col >= (uint32_t)t->codec.ncols || (k && col <= (uint32_t)t->indexes[k - 1]))
+                return catalog_corrupt(db, "bad indexed column", err);
+            t->indexes[k] = (int)col;
+        }
+        t->n_indexes = (int)n;
+        return MARBLE_OK;
+    }
     if (len < 13 || p[0] != 'T') return catalog_corrupt(db, "unknown record", err);
     uint32_t id = marble__prefix_get(p + 1), nkeys = marble__prefix_get(p + 5);
     p += 9;
@@ -309,6 +325,17 @@ static int catalog_edit(marble_db *db, marble__version_edit *e, marble_error *er
             rc = marble__edit_add_catalog(e, b.data, b.len) == MARBLE_OK
                      ? MARBLE_OK
                      : marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
+        const marble__table *t = db->tables[i];
+        b.len = 0;
+        if (rc == MARBLE_OK && t->n_indexes) { /* "I" id n col...: secondary indexes */
+            rc = marble__bytes_append(&b, "I", 1, err);
+            if (rc == MARBLE_OK) rc = put_u32(&b, t->id, err);
+            if (rc == MARBLE_OK) rc = put_u32(&b, (uint32_t)t->n_indexes, err);
+            for (int k = 0; rc == MARBLE_OK && k < t->n_indexes; k++)
+                rc = put_u32(&b, (uint32_t)t->indexes[k], err);
+            if (rc == MARBLE_OK && marble__edit_add_catalog(e, b.data, b.len) != MARBLE_OK)
+                rc = marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
+        }
     }
     uint8_t n[5] = {'N'};
     marble__prefix_put(n + 1, db->next_table_id);
@@ -646,6 +673,21 @@ static int sst_options(const marble_db *db, marble__sst_options *o)
     return MARBLE_OK;
 }
 
+static int closing_now(void *ud)
+{
+    marble_db *db = ud;
+    return atomic_load_explicit(&db->closing, memory_order_relaxed) != 0;
+}
+
+/* Paces a flush by the rate limit; closing ends the wait (the flush goes on unpaced). */
+static void flush_throttle(marble_db *db, marble__sst_writer *w, uint64_t *charged)
+{
+    uint64_t out = marble__sst_writer_estimated_size(w);
+    if (out <= *charged) return;
+    marble__rate_limiter_request(&db->rate, out - *charged, closing_now, db);
+    *charged = out;
+}
+
 /* Writes one SSTable per table from the memtable's entries. */
 static int flush_memtable(marble_db *db, marble__memref *m, marble_error *err)
 {
@@ -677,12 +719,14 @@ static int flush_memtable(marble_db *db, marble__memref *m, marble_error *err)
             }
             continue;
         }
+        marble__db_index_options(db, t, &so);
         uint64_t number = new_file_number(db);
         remove_obsolete_cb_add(&outputs, &n_out, &cap_out, number);
         char *uri = file_uri(db, number);
         marble__sst_writer *w = NULL;
         if (!uri) rc = marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
         if (rc == MARBLE_OK) rc = marble__sst_writer_create(db->fs, uri, &t->codec, &so, &w, err);
+        uint64_t charged = 0;
         while (rc == MARBLE_OK && marble__memtable_iter_valid(&it)) {
             k = marble__memtable_iter_key(&it, &klen);
             if (marble__prefix_get(k) != id) break;
@@ -693,6 +737,8 @@ static int flush_memtable(marble_db *db, marble__memref *m, marble_error *err)
                                         marble__memtable_iter_op(&it) == MARBLE__MEMTABLE_PUT, v,
                                         vlen, err);
             marble__memtable_iter_next(&it);
+            if (db->rate.rate && rc == MARBLE_OK && marble__sst_writer_rows(w) % 4096 == 0)
+                flush_throttle(db, w, &charged);
         }
         marble__sst_info info = {0};
         if (rc == MARBLE_OK) rc = marble__sst_writer_finish(w, &info, err);
@@ -827,9 +873,19 @@ static uint64_t smallest_snapshot(marble_db *db)
     return s;
 }
 
+/* A manual compaction's cancellation and progress (NULL for background compactions). */
+typedef struct manual_ctx {
+    marble_cancel_token *cancel;
+    void (*progress)(void *ud, uint64_t done, uint64_t total);
+    void *progress_ud;
+    pthread_mutex_t mu; /* serializes the progress calls of the pieces */
+    uint64_t done, total; /* under mu */
+} manual_ctx;
+
 typedef struct compact_env_ud {
     marble_db *db;
     const marble__table *table;
+    manual_ctx *manual;
 } compact_env_ud;
 
 static int env_open_sst(void *ud, const marble__file_meta *f, marble__sst **out, marble_error *err)
@@ -847,11 +903,33 @@ static uint64_t env_new_file(void *ud)
 static int env_cancelled(void *ud)
 {
     compact_env_ud *c = ud;
-    return c->db->closing == 2;
+    if (atomic_load_explicit(&c->db->closing, memory_order_relaxed)) return 1;
+    return c->manual && marble_cancel_token_is_cancelled(c->manual->cancel);
 }
 
-/* Runs one picked compaction (busy marks set by the caller) and applies its edit. */
-static int run_compaction(marble_db *db, marble__compaction *c, marble_error *err)
+static void env_progress(void *ud, uint64_t bytes)
+{
+    manual_ctx *m = ((compact_env_ud *)ud)->manual;
+    pthread_mutex_lock(&m->mu);
+    m->done = m->done + bytes > m->total ? m->total : m->done + bytes;
+    m->progress(m->progress_ud, m->done, m->total);
+    pthread_mutex_unlock(&m->mu);
+}
+
+static int env_throttle(void *ud, uint64_t bytes, marble_error *err)
+{
+    compact_env_ud *c = ud;
+    int rc = marble__rate_limiter_request(&c->db->rate, bytes, env_cancelled, c);
+    if (rc != MARBLE_OK)
+        return marble_error_set(err, rc, "compaction in %s: cancelled while rate limited",
+                                c->db->uri);
+    return MARBLE_OK;
+}
+
+/* Runs one picked compaction (busy marks set by the caller) in up to `pieces` subcompactions
+ * and applies its edit. */
+static int run_compaction(marble_db *db, marble__compaction *c, int pieces, manual_ctx *manual,
+                          marble_error *err)
 {
     marble__table *t = marble__db_find_table_id(db, c->table_id);
     marble__version_edit edit;
@@ -871,13 +949,14 @@ static int run_compaction(marble_db *db, marble__compaction *c, marble_error *er
     uint64_t snap = smallest_snapshot(db);
     pthread_mutex_unlock(&db->mu);
     marble__version *v = marble__manifest_current(db->manifest);
-    compact_env_ud cud = {db, t};
+    compact_env_ud cud = {db, t, manual};
     marble__compaction_env env;
     memset(&env, 0, sizeof env);
     env.fs = db->fs;
     env.dir_uri = db->uri;
     env.codec = &t->codec;
     sst_options(db, &env.sst_opts);
+    marble__db_index_options(db, t, &env.sst_opts);
     env.target_file_size = db->opts.target_file_size;
     env.smallest_snapshot = snap;
     env.version = v;
@@ -885,6 +964,17 @@ static int run_compaction(marble_db *db, marble__compaction *c, marble_error *er
     env.new_file_number = env_new_file;
     env.cancelled = env_cancelled;
     env.ud = &cud;
+    env.subcompactions = pieces;
+    env.group = &db->bg;
+    env.progress = manual && manual->progress ? env_progress : NULL;
+    env.throttle = db->rate.rate ? env_throttle : NULL;
+    if (manual) {
+        pthread_mutex_lock(&manual->mu);
+        for (int w = 0; w < 2; w++)
+            for (size_t i = 0; i < c->n_inputs[w]; i++)
+                manual->total += c->inputs[w][i].size;
+        pthread_mutex_unlock(&manual->mu);
+    }
     marble__compaction_result res = {0};
     rc = marble__compaction_run(c, &env, &edit, &res, err);
     marble__version_unref(v);
@@ -931,10 +1021,12 @@ static marble_task_status compaction_task(marble_task_ctx *ctx, void *arg)
     }
     if (c && ++db->compactions_active > db->max_compactions_seen)
         db->max_compactions_seen = db->compactions_active;
+    /* subcompactions on the threads no flush or other compaction uses */
+    int pieces = marble_sched_threads(db->sched) - db->compactions_active - db->flush_running;
     pthread_mutex_unlock(&db->mu);
     if (rc == MARBLE_OK && c && db->opts.max_background_compactions > 1)
         maybe_schedule(db); /* another compaction may run beside this one */
-    if (rc == MARBLE_OK && c) rc = run_compaction(db, c, &e);
+    if (rc == MARBLE_OK && c) rc = run_compaction(db, c, pieces < 1 ? 1 : pieces, NULL, &e);
     pthread_mutex_lock(&db->mu);
     if (c) {
         mark_busy(db, c, 0);
@@ -2035,9 +2127,20 @@ int marble_db_describe_table(marble_db *db, const char *name, struct ArrowSchema
         fields[i].format = ts->children[i]->format;
         fields[i].nullable = (ts->children[i]->flags & ARROW_FLAG_NULLABLE) != 0;
     }
-    const char *mk[1] = {"marble.primary_key"};
-    const char *mv[1] = {keys};
-    if (rc == MARBLE_OK) rc = marble_arrow_schema_make(schema, fields, (size_t)n, mk, mv, 1, err);
+    char idx[4096];
+    size_t il = 0;
+    idx[0] = 0;
+    pthread_mutex_lock(&db->mu);
+    for (int i = 0; i < t->n_indexes; i++)
+        if (il < sizeof idx)
+            il += (size_t)snprintf(idx + il, sizeof idx - il, "%s%s", i ? "," : "",
+                                   ts->children[t->indexes[i]]->name);
+    int nmeta = t->n_indexes ? 2 : 1;
+    pthread_mutex_unlock(&db->mu);
+    const char *mk[2] = {"marble.primary_key", "marble.indexes"};
+    const char *mv[2] = {keys, idx};
+    if (rc == MARBLE_OK)
+        rc = marble_arrow_schema_make(schema, fields, (size_t)n, mk, mv, (size_t)nmeta, err);
     free(fields);
     if (rc == MARBLE_OK && key_columns)
         for (int i = 0; i < t->nkeys; i++)
@@ -2251,6 +2354,7 @@ static void db_free(marble_db *db)
     marble__memref_unref(db->mem);
     tc_clear(db);
     free(db->busy_files);
+    marble__rate_limiter_destroy(&db->rate);
     marble__bytes_free(&db->gpayload);
     pthread_mutex_destroy(&db->wq_mu);
     pthread_mutex_destroy(&db->wmu);
@@ -2307,6 +2411,7 @@ int marble_db_open(const char *uri, const marble_db_options *opts, marble_db **o
     pthread_mutex_init(&db->mu, NULL);
     pthread_mutex_init(&db->tc_mu, NULL);
     pthread_cond_init(&db->cv, NULL);
+    marble__rate_limiter_init(&db->rate, o.compaction_rate_limit);
     db->snapshots.next = db->snapshots.prev = &db->snapshots;
     db->opts = o;
     db->uri = xstrdup(uri);
@@ -2402,6 +2507,11 @@ int marble_db_open(const char *uri, const marble_db_options *opts, marble_db **o
         rc = catalog_load_record(db, r->data, r->len, err);
     }
     uint64_t flushed_seq = marble__version_last_seq(v);
+    uint64_t file_seq = 0; /* ingested files (ingest.c) may hold sequence numbers above it */
+    for (int l = 0; l < MARBLE__NUM_LEVELS; l++)
+        for (size_t i = 0; i < marble__version_num_files(v, l); i++)
+            if (marble__version_file(v, l, i)->largest_seq > file_seq)
+                file_seq = marble__version_file(v, l, i)->largest_seq;
     uint64_t log_number = marble__version_log_number(v);
     uint64_t next_file = marble__version_next_file_number(v);
     marble__version_unref(v);
@@ -2425,6 +2535,7 @@ int marble_db_open(const char *uri, const marble_db_options *opts, marble_db **o
                    "%s: dropped a torn WAL tail (%" PRIu64 " bytes at offset %" PRIu64
                    " of segment %" PRIu64 "): a write that was never acknowledged",
                    db->uri, rs.torn_bytes, rs.torn_offset, rs.torn_segment);
+    if (file_seq > rcx.max_seq) rcx.max_seq = file_seq;
     db->next_seq = rcx.max_seq + 1;
     atomic_init(&db->last_seq, rcx.max_seq);
     marble__wal_options wo = {(marble__wal_sync_mode)o.sync, o.wal_segment_size, 0};
@@ -2563,7 +2674,8 @@ int marble_db_wait_idle(marble_db *db, marble_error *err)
 /* Moves every file of the table into one level: the deepest level holding any of its files (at
  * least L1), pushing the levels above it down from the deepest up, so that no level between an
  * input level and the output holds the table's files (newer data never lands below older). */
-static int compact_table(marble_db *db, uint32_t id, marble_error *err)
+static int compact_table(marble_db *db, uint32_t id, int threads, manual_ctx *m,
+                         marble_error *err)
 {
     marble__version *v = marble__manifest_current(db->manifest);
     int target = 1;
@@ -2580,7 +2692,11 @@ static int compact_table(marble_db *db, uint32_t id, marble_error *err)
         if (rc != MARBLE_OK) return rc;
         if (!c) continue;
         c->manual = 1;
-        rc = run_compaction(db, c, err);
+        if (marble_cancel_token_is_cancelled(m->cancel))
+            rc = marble_error_set(err, MARBLE_ERR_CANCELLED, "compaction of %s: cancelled",
+                                  db->uri);
+        else
+            rc = run_compaction(db, c, threads, m, err);
         marble__compaction_free(c);
         if (rc != MARBLE_OK) return rc;
         moved = 1;
@@ -2593,15 +2709,35 @@ static int compact_table(marble_db *db, uint32_t id, marble_error *err)
     marble__version_unref(v);
     if (rc == MARBLE_OK && c) {
         c->manual = 1;
-        rc = run_compaction(db, c, err);
+        rc = run_compaction(db, c, threads, m, err);
     }
     marble__compaction_free(c);
     return rc;
 }
 
+void marble_compact_options_init(marble_compact_options *o)
+{
+    if (o) memset(o, 0, sizeof *o);
+}
+
 int marble_db_compact(marble_db *db, const char *table, marble_error *err)
 {
+    return marble_db_compact_ex(db, table, NULL, err);
+}
+
+int marble_db_compact_ex(marble_db *db, const char *table, const marble_compact_options *o,
+                         marble_error *err)
+{
+    marble_compact_options defaults;
+    if (!o) {
+        marble_compact_options_init(&defaults);
+        o = &defaults;
+    }
     MARBLE_RETURN_NOT_OK(check_db(db, err));
+    if (o->threads < 0 || o->threads > 256)
+        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
+                                "compaction threads must be 0..256 (got %d)", o->threads);
+    int threads = o->threads ? o->threads : marble_sched_threads(db->sched);
     uint32_t only = 0;
     if (table) {
         marble__table *t = marble__db_find_table(db, table);
@@ -2621,9 +2757,12 @@ int marble_db_compact(marble_db *db, const char *table, marble_error *err)
     for (size_t i = 0; i < db->n_tables && n < 4096; i++)
         if (!only || db->tables[i]->id == only) ids[n++] = db->tables[i]->id;
     pthread_mutex_unlock(&db->mu);
+    manual_ctx m = {.cancel = o->cancel, .progress = o->progress, .progress_ud = o->progress_ud};
+    pthread_mutex_init(&m.mu, NULL);
     int rc = MARBLE_OK;
     for (size_t i = 0; rc == MARBLE_OK && i < n; i++)
-        rc = compact_table(db, ids[i], err);
+        rc = compact_table(db, ids[i], threads, &m, err);
+    pthread_mutex_destroy(&m.mu);
     pthread_mutex_lock(&db->mu);
     db->manual_compaction = 0;
     pthread_cond_broadcast(&db->cv);
@@ -2776,4 +2915,53 @@ uint64_t marble_db_disk_size(marble_db *db)
     c.dir = wal;
     marble_fs_list(db->fs, wal, add_size, &c, NULL);
     return c.total;
+}
+
+/* ---- helpers for bulk ingestion (ingest.c) ----------------------------------------------------
+ */
+
+uint64_t marble__db_new_file_number(marble_db *db)
+{
+    return new_file_number(db);
+}
+
+char *marble__db_file_uri(const marble_db *db, uint64_t number)
+{
+    return file_uri(db, number);
+}
+
+void marble__db_sst_options(const marble_db *db, marble__sst_options *o)
+{
+    sst_options(db, o);
+}
+
+int marble__db_apply_edit_locked(marble_db *db, marble__version_edit *e, marble_error *err)
+{
+    return apply_edit(db, e, 1, 0, err);
+}
+
+void marble__db_maybe_schedule(marble_db *db)
+{
+    maybe_schedule(db);
+}
+
+/* ---- secondary indexes (index_build.c) --------------------------------------------------------
+ */
+
+void marble__db_index_options(marble_db *db, const marble__table *t, marble__sst_options *o)
+{
+    pthread_mutex_lock(&db->mu);
+    o->n_indexed_columns = t->n_indexes;
+    memcpy(o->indexed_columns, t->indexes, sizeof(int) * (size_t)t->n_indexes);
+    pthread_mutex_unlock(&db->mu);
+}
+
+int marble__db_catalog_apply_locked(marble_db *db, marble_error *err)
+{
+    marble__version_edit e;
+    marble__edit_init(&e);
+    int rc = catalog_edit(db, &e, err);
+    if (rc == MARBLE_OK) rc = apply_edit(db, &e, 1, 0, err);
+    marble__edit_free(&e);
+    return rc;
 }

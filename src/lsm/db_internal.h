@@ -46,6 +46,8 @@ typedef struct marble__table {
     int key_cols[MARBLE__KEY_MAX_COLS];
     int nkeys;
     marble__row_codec codec;
+    int indexes[MARBLE__SST_MAX_INDEXES]; /* secondary-indexed columns, ascending; under db->mu */
+    int n_indexes;
 } marble__table;
 
 void marble__table_ref(marble__table *t);
@@ -129,6 +131,7 @@ struct marble_db {
     marble_error write_err;
     uint64_t *busy_files;
     size_t n_busy, cap_busy;
+    marble__rate_limiter rate; /* opts.compaction_rate_limit, for flushes and compactions */
 
     /* table cache: file number -> opened SSTable */
     pthread_mutex_t tc_mu;
@@ -167,8 +170,14 @@ void marble__db_readview_release(marble__readview *rv);
 int marble__db_table_iter(marble_db *db, const marble__table *t, const marble__readview *rv,
                           marble__iter **out, marble_error *err);
 
+/* marble__db_table_iter over only the files of t for which keep(ud, f) is nonzero (memtables
+ * always; keep NULL: every file). */
+int marble__db_table_iter_files(marble_db *db, const marble__table *t, const marble__readview *rv,
+                                int (*keep)(void *ud, const marble__file_meta *f), void *ud,
+                                marble__iter **out, marble_error *err);
+
 /* The user's view of table t in rv (newest visible version per key, no deletes): a plain run
- * iterator when the table is one clean sorted run (see clean_run in db_read.c), else the
+ * iterator when the table is one clean sorted run (see marble__db_clean_run), else the
  * version-collapsing view over the merge of everything. */
 int marble__db_visible_iter(marble_db *db, const marble__table *t, const marble__readview *rv,
                             marble__iter **out, marble_error *err);
@@ -177,8 +186,67 @@ int marble__db_visible_iter(marble_db *db, const marble__table *t, const marble_
  * with the merging path. */
 extern int marble__scan_fast_path;
 
+/* A scan's key range, encoded (no table prefix). A key k is in range when it is not before lower
+ * (k >= lower; k > lower when skip_lower, an exclusive full key) and not past upper (k < upper;
+ * k <= upper when upper_gt, an inclusive full key). Exclusive lower and inclusive upper prefixes
+ * become their successors. empty: no key can be in range. */
+typedef struct marble__scan_bounds {
+    marble__bytes lower, upper;
+    int has_lower, skip_lower;
+    int has_upper, upper_gt;
+    int empty;
+} marble__scan_bounds;
+int marble__scan_bounds_init(const marble__table *t, const marble_key_range *range,
+                             marble__scan_bounds *b, marble_error *err);
+void marble__scan_bounds_free(marble__scan_bounds *b);
+int marble__scan_before_lower(const marble__scan_bounds *b, const uint8_t *k, size_t klen);
+int marble__scan_past_upper(const marble__scan_bounds *b, const uint8_t *k, size_t klen);
+/* 1 if file f's key range (manifest keys, with prefix) may hold keys in b's range. */
+int marble__scan_file_in_bounds(const marble__scan_bounds *b, const marble__file_meta *f);
+
+/* Appends the rows of `it` (a visible iterator, positioned at or before b's lower bound) to `as`
+ * until it holds max_rows rows, or *done = 1 when the rows run out or pass b's upper bound. A
+ * key equal to an exclusive lower bound is skipped (b->skip_lower is cleared once past it). */
+int marble__scan_fill(marble__iter *it, marble__scan_bounds *b, marble__assembler *as,
+                      int64_t max_rows, int *done, marble_error *err);
+
+/* Projection by column names (columns NULL: every column, *nproj = -1); an unknown name is
+ * MARBLE_ERR_INVALID_ARGUMENT naming it. proj holds MARBLE__MAX_COLUMNS entries. */
+int marble__db_projection(const marble__table *t, const char *const *columns, size_t n_columns,
+                          int *proj, int *nproj, marble_error *err);
+
+/* The clean-run test of the zero-copy scan path, restricted to the memtable entries and files
+ * that may hold keys in b's range (NULL: the whole table): when they all live in one sorted run of
+ * clean SSTables (one level >= 1, no memtable entries, no L0 files, every file without deletes or
+ * second versions and no newer than rv's snapshot), the visible rows are exactly the files' rows:
+ * *clean = 1 and *run holds those files in key order (referenced; the caller unrefs them and
+ * frees the array, also when *clean = 0). */
+int marble__db_clean_run(marble_db *db, const marble__table *t, const marble__readview *rv,
+                         const marble__scan_bounds *b, marble__sst ***run, size_t *n_run,
+                         int *clean, marble_error *err);
+
+/* Rows [start, start + n) of SSTable batch `src` (taken over, also on failure), columns proj, as a
+ * "+s" array of zero-copy slices. */
+int marble__db_slice(struct ArrowArray *src, const int *proj, int nproj, int64_t start, int64_t n,
+                     struct ArrowArray *out, marble_error *err);
+
 /* Encodes a key given as marble_values into *out (a full key or a prefix). */
 int marble__db_encode_key(const marble__table *t, marble_key key, int need_full, marble__bytes *out,
                           marble_error *err);
+
+/* For bulk ingestion (ingest.c): a fresh file number, the URI of an SSTable, the SSTable options
+ * of the database, and applying a manifest edit of added files with mu held (the new version is
+ * installed for readers before it returns). */
+uint64_t marble__db_new_file_number(marble_db *db);
+char *marble__db_file_uri(const marble_db *db, uint64_t number);
+void marble__db_sst_options(const marble_db *db, marble__sst_options *o);
+int marble__db_apply_edit_locked(marble_db *db, marble__version_edit *e, marble_error *err);
+void marble__db_maybe_schedule(marble_db *db);
+
+/* Secondary indexes (index_build.c): sets o's indexed columns to table t's (takes mu; every
+ * place that writes SSTables of a table calls it after marble__db_sst_options), and writes the
+ * table catalog as one manifest edit (mu held). */
+void marble__db_index_options(marble_db *db, const marble__table *t, marble__sst_options *o);
+int marble__db_catalog_apply_locked(marble_db *db, marble_error *err);
 
 #endif

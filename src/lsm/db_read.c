@@ -154,23 +154,30 @@ static int lookup(marble_db *db, const marble__table *t, const marble__readview 
 static int resolve_projection(const marble__table *t, const marble_read_options *ro, int *proj,
                               int *nproj, marble_error *err)
 {
-    if (!ro || !ro->columns) {
+    return marble__db_projection(t, ro ? ro->columns : NULL, ro ? ro->n_columns : 0, proj, nproj,
+                                 err);
+}
+
+int marble__db_projection(const marble__table *t, const char *const *columns, size_t n_columns,
+                          int *proj, int *nproj, marble_error *err)
+{
+    if (!columns) {
         *nproj = -1;
         return MARBLE_OK;
     }
-    if (ro->n_columns == 0 || ro->n_columns > MARBLE__MAX_COLUMNS)
+    if (n_columns == 0 || n_columns > MARBLE__MAX_COLUMNS)
         return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
-                                "table '%s': projection of %zu columns", t->name, ro->n_columns);
-    for (size_t i = 0; i < ro->n_columns; i++) {
+                                "table '%s': projection of %zu columns", t->name, n_columns);
+    for (size_t i = 0; i < n_columns; i++) {
         proj[i] = -1;
-        for (int c = 0; ro->columns[i] && c < t->codec.ncols; c++)
-            if (strcmp(t->codec.schema.children[c]->name, ro->columns[i]) == 0) proj[i] = c;
+        for (int c = 0; columns[i] && c < t->codec.ncols; c++)
+            if (strcmp(t->codec.schema.children[c]->name, columns[i]) == 0) proj[i] = c;
         if (proj[i] < 0)
             return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
                                     "table '%s' has no column '%s'", t->name,
-                                    ro->columns[i] ? ro->columns[i] : "(NULL)");
+                                    columns[i] ? columns[i] : "(NULL)");
     }
-    *nproj = (int)ro->n_columns;
+    *nproj = (int)n_columns;
     return MARBLE_OK;
 }
 
@@ -346,6 +353,13 @@ static int iter_list_add(iter_list *l, marble__iter *it, marble_error *err)
 int marble__db_table_iter(marble_db *db, const marble__table *t, const marble__readview *rv,
                           marble__iter **out, marble_error *err)
 {
+    return marble__db_table_iter_files(db, t, rv, NULL, NULL, out, err);
+}
+
+int marble__db_table_iter_files(marble_db *db, const marble__table *t, const marble__readview *rv,
+                                int (*keep)(void *ud, const marble__file_meta *f), void *ud,
+                                marble__iter **out, marble_error *err)
+{
     iter_list l = {0};
     uint8_t pre[MARBLE__PREFIX_LEN];
     marble__prefix_put(pre, t->id);
@@ -358,7 +372,7 @@ int marble__db_table_iter(marble_db *db, const marble__table *t, const marble__r
     const marble__version *v = rv->version;
     for (size_t i = 0; rc == MARBLE_OK && i < marble__version_num_files(v, 0); i++) {
         const marble__file_meta *f = marble__version_file(v, 0, i);
-        if (!file_of_table(f, t->id)) continue;
+        if (!file_of_table(f, t->id) || (keep && !keep(ud, f))) continue;
         marble__sst *s = NULL;
         marble__iter *it = NULL;
         rc = marble__db_open_sst(db, f->number, t, &s, err);
@@ -373,7 +387,7 @@ int marble__db_table_iter(marble_db *db, const marble__table *t, const marble__r
         if (n && !run) rc = marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
         for (size_t i = 0; rc == MARBLE_OK && i < n; i++) {
             const marble__file_meta *f = marble__version_file(v, lv, i);
-            if (!file_of_table(f, t->id)) continue;
+            if (!file_of_table(f, t->id) || (keep && !keep(ud, f))) continue;
             rc = marble__db_open_sst(db, f->number, t, &run[m], err);
             if (rc == MARBLE_OK) m++;
         }
@@ -406,11 +420,7 @@ typedef struct scan_state {
     marble__readview rv;
     marble__iter *it;
     marble__assembler *as;
-    marble__bytes upper;
-    int has_upper;
-    int upper_gt;       /* stop when key > upper (inclusive full key); else when key >= upper */
-    marble__bytes skip; /* an exclusive full-key lower bound still to skip */
-    int has_skip;
+    marble__scan_bounds b;
     int64_t batch_rows;
     int done;
     char error[MARBLE_ERROR_MESSAGE_SIZE];
@@ -445,8 +455,7 @@ static void scan_release(struct ArrowArrayStream *st)
         marble__iter_destroy(s->it);
         marble__assembler_destroy(s->as);
         marble__db_readview_release(&s->rv);
-        marble__bytes_free(&s->upper);
-        marble__bytes_free(&s->skip);
+        marble__scan_bounds_free(&s->b);
         marble__bytes_free(&s->scratch);
         for (size_t i = 0; i < s->n_run; i++)
             marble__sst_unref(s->run[i]);
@@ -519,9 +528,8 @@ static void slice_release(struct ArrowArray *a)
     slice_unref(v);
 }
 
-/* Rows [start, start + n) of batch `src` (taken over), columns proj, as a "+s" array. */
-static int make_slice(struct ArrowArray *src, const int *proj, int nproj, int64_t start, int64_t n,
-                      struct ArrowArray *out, marble_error *err)
+int marble__db_slice(struct ArrowArray *src, const int *proj, int nproj, int64_t start, int64_t n,
+                     struct ArrowArray *out, marble_error *err)
 {
     slice *v = calloc(1, sizeof *v);
     if (v) {
@@ -577,51 +585,77 @@ static int batch_key(scan_state *s, const struct ArrowArray *b, int64_t r, marbl
     return marble__key_encode_row(&s->t->codec.keys, &view, r, &s->scratch, err);
 }
 
-/* 1 if the key in s->scratch is past the upper bound. */
-static int past_upper(const scan_state *s, const uint8_t *k, size_t klen)
+int marble__scan_past_upper(const marble__scan_bounds *b, const uint8_t *k, size_t klen)
 {
-    if (!s->has_upper) return 0;
-    int c = key_cmp(k, klen, s->upper.data, s->upper.len);
-    return s->upper_gt ? c > 0 : c >= 0;
+    if (!b->has_upper) return 0;
+    int c = key_cmp(k, klen, b->upper.data, b->upper.len);
+    return b->upper_gt ? c > 0 : c >= 0;
 }
 
-/* When table t's rows in rv all live in one sorted run of clean SSTables (one level >= 1, no
- * memtable entries, every file without deletes or second versions and no newer than rv's
- * snapshot), the visible rows are exactly the files' rows: *clean = 1 and *run holds the files
- * in key order (referenced; the caller unrefs them and frees the array, also when *clean = 0). */
-static int clean_run(marble_db *db, const marble__table *t, const marble__readview *rv,
-                     marble__sst ***run, size_t *n_run, int *clean, marble_error *err)
+int marble__scan_before_lower(const marble__scan_bounds *b, const uint8_t *k, size_t klen)
+{
+    if (!b->has_lower) return 0;
+    int c = key_cmp(k, klen, b->lower.data, b->lower.len);
+    return b->skip_lower ? c <= 0 : c < 0;
+}
+
+/* 1 if encoded key k (with table prefix, as in the manifest) is of the table whose prefix is
+ * pre and the bare key after it is not past b's upper bound (b NULL: any key). */
+static int in_bounds_prefixed(const marble__scan_bounds *b, const uint8_t *pre, const uint8_t *k,
+                              size_t kl)
+{
+    if (kl < MARBLE__PREFIX_LEN || memcmp(k, pre, MARBLE__PREFIX_LEN) != 0) return 0;
+    return !b || !marble__scan_past_upper(b, k + MARBLE__PREFIX_LEN, kl - MARBLE__PREFIX_LEN);
+}
+
+int marble__db_clean_run(marble_db *db, const marble__table *t, const marble__readview *rv,
+                         const marble__scan_bounds *b, marble__sst ***run, size_t *n_run,
+                         int *clean, marble_error *err)
 {
     *clean = 0;
     *run = NULL;
     *n_run = 0;
     uint8_t pre[MARBLE__PREFIX_LEN];
     marble__prefix_put(pre, t->id);
+    marble__bytes seek = {0};
+    int rc = marble__bytes_append(&seek, pre, sizeof pre, err);
+    if (rc == MARBLE_OK && b && b->has_lower)
+        rc = marble__bytes_append(&seek, b->lower.data, b->lower.len, err);
+    if (rc != MARBLE_OK) {
+        marble__bytes_free(&seek);
+        return rc;
+    }
     for (size_t i = 0; i < rv->n_mems; i++) {
         marble__memtable_iter mi;
         marble__memtable_iter_init(&mi, rv->mems[i]->mt);
-        marble__memtable_iter_seek(&mi, pre, sizeof pre);
+        marble__memtable_iter_seek(&mi, seek.data, seek.len);
         if (marble__memtable_iter_valid(&mi)) {
             size_t kl;
             const uint8_t *k = marble__memtable_iter_key(&mi, &kl);
-            if (kl >= sizeof pre && memcmp(k, pre, sizeof pre) == 0) return MARBLE_OK;
+            if (in_bounds_prefixed(b, pre, k, kl)) {
+                marble__bytes_free(&seek);
+                return MARBLE_OK;
+            }
         }
     }
+    marble__bytes_free(&seek);
     const marble__version *v = rv->version;
     int level = -1;
     for (int l = 0; l < MARBLE__NUM_LEVELS; l++)
-        for (size_t i = 0; i < marble__version_num_files(v, l); i++)
-            if (file_of_table(marble__version_file(v, l, i), t->id)) {
+        for (size_t i = 0; i < marble__version_num_files(v, l); i++) {
+            const marble__file_meta *f = marble__version_file(v, l, i);
+            if (file_of_table(f, t->id) && (!b || marble__scan_file_in_bounds(b, f))) {
                 if (l == 0 || (level >= 0 && level != l)) return MARBLE_OK;
                 level = l;
             }
+        }
     if (level < 0) return MARBLE_OK;
     size_t n = marble__version_num_files(v, level);
     *run = calloc(n, sizeof **run);
     if (!*run) return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
     for (size_t i = 0; i < n; i++) {
         const marble__file_meta *f = marble__version_file(v, level, i);
-        if (!file_of_table(f, t->id)) continue;
+        if (!file_of_table(f, t->id) || (b && !marble__scan_file_in_bounds(b, f))) continue;
         marble__sst *sst;
         MARBLE_RETURN_NOT_OK(marble__db_open_sst(db, f->number, t, &sst, err));
         (*run)[(*n_run)++] = sst;
@@ -631,13 +665,23 @@ static int clean_run(marble_db *db, const marble__table *t, const marble__readvi
     return MARBLE_OK;
 }
 
+int marble__scan_file_in_bounds(const marble__scan_bounds *b, const marble__file_meta *f)
+{
+    if (b->empty) return 0;
+    if (f->smallest_len < MARBLE__PREFIX_LEN || f->largest_len < MARBLE__PREFIX_LEN) return 1;
+    return !marble__scan_before_lower(b, f->largest + MARBLE__PREFIX_LEN,
+                                      f->largest_len - MARBLE__PREFIX_LEN) &&
+           !marble__scan_past_upper(b, f->smallest + MARBLE__PREFIX_LEN,
+                                    f->smallest_len - MARBLE__PREFIX_LEN);
+}
+
 int marble__db_visible_iter(marble_db *db, const marble__table *t, const marble__readview *rv,
                             marble__iter **out, marble_error *err)
 {
     marble__sst **run;
     size_t n;
     int clean;
-    int rc = marble__scan_fast_path ? clean_run(db, t, rv, &run, &n, &clean, err)
+    int rc = marble__scan_fast_path ? marble__db_clean_run(db, t, rv, NULL, &run, &n, &clean, err)
                                     : (run = NULL, n = 0, clean = 0, MARBLE_OK);
     if (rc == MARBLE_OK && clean) rc = marble__iter_run(run, n, out, err);
     for (size_t i = 0; i < n; i++)
@@ -655,7 +699,8 @@ static int fast_open(marble_db *db, scan_state *s, const marble__bytes *lower, i
                      marble_error *err)
 {
     int clean = 0;
-    MARBLE_RETURN_NOT_OK(clean_run(db, s->t, &s->rv, &s->run, &s->n_run, &clean, err));
+    MARBLE_RETURN_NOT_OK(
+        marble__db_clean_run(db, s->t, &s->rv, NULL, &s->run, &s->n_run, &clean, err));
     if (!clean) return MARBLE_OK;
     s->fast = 1;
     s->file = 0;
@@ -726,21 +771,23 @@ static int fast_next(scan_state *s, struct ArrowArray *out, marble_error *err)
         int64_t start = s->row, end = b.length;
         if (end - start > s->batch_rows) end = start + s->batch_rows;
         int rc = MARBLE_OK;
-        if (s->has_skip) {
+        if (s->b.skip_lower) {
             rc = batch_key(s, &b, start, err);
             if (rc == MARBLE_OK &&
-                key_cmp(s->scratch.data, s->scratch.len, s->skip.data, s->skip.len) == 0)
+                key_cmp(s->scratch.data, s->scratch.len, s->b.lower.data, s->b.lower.len) == 0)
                 start++;
-            s->has_skip = 0;
+            s->b.skip_lower = 0;
         }
-        if (rc == MARBLE_OK && s->has_upper && start < end) {
+        if (rc == MARBLE_OK && s->b.has_upper && start < end) {
             rc = batch_key(s, &b, end - 1, err);
-            if (rc == MARBLE_OK && past_upper(s, s->scratch.data, s->scratch.len)) {
+            if (rc == MARBLE_OK &&
+                marble__scan_past_upper(&s->b, s->scratch.data, s->scratch.len)) {
                 int64_t lo = start, hi = end - 1; /* first row past the bound is in [lo, hi] */
                 while (rc == MARBLE_OK && lo < hi) {
                     int64_t mid = lo + (hi - lo) / 2;
                     rc = batch_key(s, &b, mid, err);
-                    if (rc == MARBLE_OK && past_upper(s, s->scratch.data, s->scratch.len))
+                    if (rc == MARBLE_OK &&
+                        marble__scan_past_upper(&s->b, s->scratch.data, s->scratch.len))
                         hi = mid;
                     else
                         lo = mid + 1;
@@ -758,11 +805,49 @@ static int fast_next(scan_state *s, struct ArrowArray *out, marble_error *err)
             marble_arrow_array_release(&b);
             continue;
         }
-        return make_slice(&b, s->proj, s->nproj, start, end - start, out, err);
+        return marble__db_slice(&b, s->proj, s->nproj, start, end - start, out, err);
     }
     memset(out, 0, sizeof *out);
     out->release = NULL;
     return MARBLE_OK;
+}
+
+int marble__scan_fill(marble__iter *it, marble__scan_bounds *b, marble__assembler *as,
+                      int64_t max_rows, int *done, marble_error *err)
+{
+    int rc = MARBLE_OK;
+    while (!*done && rc == MARBLE_OK && marble__assembler_rows(as) < max_rows) {
+        if (!marble__iter_valid(it)) {
+            *done = 1;
+            break;
+        }
+        size_t klen;
+        const uint8_t *k = marble__iter_key(it, &klen);
+        if (b->skip_lower) {
+            if (key_cmp(k, klen, b->lower.data, b->lower.len) == 0) {
+                marble__iter_next(it);
+                continue;
+            }
+            b->skip_lower = 0;
+        }
+        if (marble__scan_past_upper(b, k, klen)) {
+            *done = 1;
+            break;
+        }
+        int64_t row;
+        const struct ArrowArray *src = marble__iter_batch(it, &row);
+        uint64_t seq = marble__iter_seq(it);
+        if (src) {
+            rc = marble__assembler_add_arrow(as, src, row, seq, 1, err);
+        } else {
+            size_t vlen;
+            const void *v = marble__iter_value(it, &vlen);
+            rc = marble__assembler_add(as, k, klen, seq, 1, v, vlen, err);
+        }
+        marble__iter_next(it);
+    }
+    if (rc == MARBLE_OK) rc = marble__iter_status(it, err);
+    return rc;
 }
 
 static int scan_get_next(struct ArrowArrayStream *st, struct ArrowArray *out)
@@ -779,40 +864,7 @@ static int scan_get_next(struct ArrowArrayStream *st, struct ArrowArray *out)
         }
         return 0;
     }
-    while (!s->done && rc == MARBLE_OK && marble__assembler_rows(s->as) < s->batch_rows) {
-        if (!marble__iter_valid(s->it)) {
-            s->done = 1;
-            break;
-        }
-        size_t klen;
-        const uint8_t *k = marble__iter_key(s->it, &klen);
-        if (s->has_skip) {
-            if (key_cmp(k, klen, s->skip.data, s->skip.len) == 0) {
-                marble__iter_next(s->it);
-                continue;
-            }
-            s->has_skip = 0;
-        }
-        if (s->has_upper) {
-            int c = key_cmp(k, klen, s->upper.data, s->upper.len);
-            if (s->upper_gt ? c > 0 : c >= 0) {
-                s->done = 1;
-                break;
-            }
-        }
-        int64_t row;
-        const struct ArrowArray *src = marble__iter_batch(s->it, &row);
-        uint64_t seq = marble__iter_seq(s->it);
-        if (src) {
-            rc = marble__assembler_add_arrow(s->as, src, row, seq, 1, &e);
-        } else {
-            size_t vlen;
-            const void *v = marble__iter_value(s->it, &vlen);
-            rc = marble__assembler_add(s->as, k, klen, seq, 1, v, vlen, &e);
-        }
-        marble__iter_next(s->it);
-    }
-    if (rc == MARBLE_OK) rc = marble__iter_status(s->it, &e);
+    rc = marble__scan_fill(s->it, &s->b, s->as, s->batch_rows, &s->done, &e);
     if (rc != MARBLE_OK) {
         snprintf(s->error, sizeof s->error, "%s", e.message);
         s->done = 1;
@@ -843,6 +895,56 @@ static int encode_bound(const marble__table *t, marble_key k, marble__bytes *out
     return MARBLE_OK;
 }
 
+int marble__scan_bounds_init(const marble__table *t, const marble_key_range *range,
+                             marble__scan_bounds *b, marble_error *err)
+{
+    memset(b, 0, sizeof *b);
+    int rc = MARBLE_OK, full;
+    if (range && range->lower.n) {
+        rc = encode_bound(t, range->lower, &b->lower, &full, err);
+        if (rc == MARBLE_OK) {
+            b->has_lower = 1;
+            if (range->lower_exclusive && full) {
+                b->skip_lower = 1;
+            } else if (range->lower_exclusive) {
+                marble__bytes succ = {0};
+                int bounded;
+                rc =
+                    marble__key_prefix_successor(b->lower.data, b->lower.len, &succ, &bounded, err);
+                marble__bytes_free(&b->lower);
+                b->lower = succ;
+                if (!bounded) b->empty = 1;
+            }
+        }
+    }
+    if (rc == MARBLE_OK && range && range->upper.n) {
+        rc = encode_bound(t, range->upper, &b->upper, &full, err);
+        if (rc == MARBLE_OK) {
+            b->has_upper = 1;
+            if (range->upper_inclusive && full) {
+                b->upper_gt = 1;
+            } else if (range->upper_inclusive) {
+                marble__bytes succ = {0};
+                int bounded;
+                rc =
+                    marble__key_prefix_successor(b->upper.data, b->upper.len, &succ, &bounded, err);
+                marble__bytes_free(&b->upper);
+                b->upper = succ;
+                if (!bounded) b->has_upper = 0;
+            }
+        }
+    }
+    if (rc != MARBLE_OK) marble__scan_bounds_free(b);
+    return rc;
+}
+
+void marble__scan_bounds_free(marble__scan_bounds *b)
+{
+    marble__bytes_free(&b->lower);
+    marble__bytes_free(&b->upper);
+    b->has_lower = b->has_upper = b->skip_lower = 0;
+}
+
 static int scan_open(marble_db *db, marble__table *t, const marble_key_range *range,
                      const marble_read_options *ro, struct ArrowArrayStream *out, marble_error *err)
 {
@@ -856,44 +958,8 @@ static int scan_open(marble_db *db, marble__table *t, const marble_key_range *ra
     s->t = t;
     marble__table_ref(t);
     s->batch_rows = ro && ro->batch_rows ? ro->batch_rows : 4096;
-    marble__bytes lower = {0};
-    int seek_lower = 0, rc = MARBLE_OK;
-    if (range && range->lower.n) {
-        int full;
-        rc = encode_bound(t, range->lower, &lower, &full, err);
-        if (rc == MARBLE_OK) {
-            seek_lower = 1;
-            if (range->lower_exclusive && full) {
-                rc = marble__bytes_append(&s->skip, lower.data, lower.len, err);
-                s->has_skip = 1;
-            } else if (range->lower_exclusive) {
-                marble__bytes succ = {0};
-                int bounded;
-                rc = marble__key_prefix_successor(lower.data, lower.len, &succ, &bounded, err);
-                marble__bytes_free(&lower);
-                lower = succ;
-                if (!bounded) s->done = 1;
-            }
-        }
-    }
-    if (rc == MARBLE_OK && range && range->upper.n) {
-        int full;
-        rc = encode_bound(t, range->upper, &s->upper, &full, err);
-        if (rc == MARBLE_OK) {
-            s->has_upper = 1;
-            if (range->upper_inclusive && full) {
-                s->upper_gt = 1;
-            } else if (range->upper_inclusive) {
-                marble__bytes succ = {0};
-                int bounded;
-                rc =
-                    marble__key_prefix_successor(s->upper.data, s->upper.len, &succ, &bounded, err);
-                marble__bytes_free(&s->upper);
-                s->upper = succ;
-                if (!bounded) s->has_upper = 0;
-            }
-        }
-    }
+    int rc = marble__scan_bounds_init(t, range, &s->b, err);
+    if (rc == MARBLE_OK && s->b.empty) s->done = 1;
     if (rc == MARBLE_OK)
         rc = marble__assembler_create(&t->codec, nproj < 0 ? NULL : proj, nproj, 0, &s->as, err);
     if (rc == MARBLE_OK) {
@@ -901,16 +967,16 @@ static int scan_open(marble_db *db, marble__table *t, const marble_key_range *ra
         s->nproj = nproj < 0 ? t->codec.ncols : nproj;
         for (int j = 0; j < s->nproj; j++)
             s->proj[j] = nproj < 0 ? j : proj[j];
-        if (!s->done && marble__scan_fast_path) rc = fast_open(db, s, &lower, seek_lower, err);
+        if (!s->done && marble__scan_fast_path)
+            rc = fast_open(db, s, &s->b.lower, s->b.has_lower, err);
     }
     if (rc == MARBLE_OK && !s->fast) rc = marble__db_visible_iter(db, t, &s->rv, &s->it, err);
     if (rc == MARBLE_OK && !s->fast) {
-        if (seek_lower)
-            marble__iter_seek(s->it, lower.data, lower.len);
+        if (s->b.has_lower)
+            marble__iter_seek(s->it, s->b.lower.data, s->b.lower.len);
         else
             marble__iter_seek_to_first(s->it);
     }
-    marble__bytes_free(&lower);
     atomic_fetch_add_explicit(&db->live_streams, 1, memory_order_relaxed);
     out->private_data = s;
     out->release = scan_release;

@@ -34,7 +34,9 @@
 
 #define SST_MAGIC "MRBLSST1"
 #define SST_VERSION 1
+#define SST_VERSION_FILTERS 2
 #define SST_HEADER 64
+#define SST_HEADER2 80
 #define SST_ENTRY 48
 #define SST_ZONE 24
 #define SST_TRAILER 24
@@ -224,6 +226,62 @@ static void zone_of(const marble_arrow_type *t, const struct ArrowArray *a, uint
     put64(out + 16, mx);
 }
 
+/* ---- value filters --------------------------------------------------------------------------- */
+
+static uint64_t hash_int(int64_t v)
+{
+    uint8_t b[8];
+    put64(b, (uint64_t)v);
+    return marble__bloom_hash(b, 8);
+}
+
+static uint64_t hash_double(double d)
+{
+    if (d == 0) d = 0.0; /* -0.0 equals 0.0 */
+    uint64_t x;
+    memcpy(&x, &d, 8);
+    uint8_t b[8];
+    put64(b, x);
+    return marble__bloom_hash(b, 8);
+}
+
+static uint64_t hash_bytes(const uint8_t *base, int64_t start, int64_t end)
+{
+    return end > start ? marble__bloom_hash(base + start, (size_t)(end - start))
+                       : marble__bloom_hash(NULL, 0);
+}
+
+/* The canonical hash of element i (absolute, offset applied) of a column of type t. */
+static uint64_t value_hash(const marble_arrow_type *t, const struct ArrowArray *c, int64_t i)
+{
+    switch (t->id) {
+    case MARBLE_ARROW_UTF8:
+    case MARBLE_ARROW_BINARY: {
+        const int32_t *off = c->buffers[1];
+        return hash_bytes(c->buffers[2], off[i], off[i + 1]);
+    }
+    case MARBLE_ARROW_LARGE_UTF8:
+    case MARBLE_ARROW_LARGE_BINARY: {
+        const int64_t *off = c->buffers[1];
+        return hash_bytes(c->buffers[2], off[i], off[i + 1]);
+    }
+    case MARBLE_ARROW_FIXED_SIZE_BINARY:
+        return hash_bytes(c->buffers[1], (int64_t)t->byte_width * i,
+                          (int64_t)t->byte_width * (i + 1));
+    case MARBLE_ARROW_FLOAT32:
+    case MARBLE_ARROW_FLOAT64:
+        return hash_double(as_double(fixed_value(t->id, c->buffers[1], i)));
+    default:
+        return (uint64_t)hash_int((int64_t)fixed_value(t->id, c->buffers[1], i));
+    }
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
 /* ---- stats ----------------------------------------------------------------------------------- */
 
 /* Statistics only: relaxed. */
@@ -260,6 +318,11 @@ struct marble__sst_writer {
     int has_bloom;
     marble__bytes prev_key, first_key, entries, zones, keys, scratch;
     int dirty; /* a delete or a second version of a key was written */
+    int nvf;   /* value-filtered columns (vf_cols, ascending) */
+    int vf_cols[MARBLE__SST_MAX_INDEXES];
+    marble__bytes vf_table, vf_data; /* per (batch, filter): offset and length in vf_data */
+    uint64_t *vf_hashes;
+    size_t vf_cap;
     int have_prev;
     uint64_t prev_seq;
     int64_t nbatches;
@@ -328,6 +391,86 @@ cleanup:
     return rc;
 }
 
+static int cmp_int(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The index options of `o`: the key bloom filter and the value-filtered columns. */
+static int writer_init_index(marble__sst_writer *w, const marble__sst_options *o, const char *uri,
+                             marble_error *err)
+{
+    if (o->bloom_bits_per_key > MARBLE__BLOOM_MAX_BITS_PER_KEY)
+        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
+                                "%s: bloom_bits_per_key %d is more than %d", uri,
+                                o->bloom_bits_per_key, MARBLE__BLOOM_MAX_BITS_PER_KEY);
+    if (o->n_indexed_columns < 0 || o->n_indexed_columns > MARBLE__SST_MAX_INDEXES)
+        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
+                                "%s: %d indexed columns (at most %d)", uri, o->n_indexed_columns,
+                                MARBLE__SST_MAX_INDEXES);
+    w->nvf = o->n_indexed_columns;
+    memcpy(w->vf_cols, o->indexed_columns, sizeof(int) * (size_t)w->nvf);
+    qsort(w->vf_cols, (size_t)w->nvf, sizeof(int), cmp_int);
+    for (int i = 0; i < w->nvf; i++)
+        if (w->vf_cols[i] < 0 || w->vf_cols[i] >= w->codec->ncols ||
+            (i && w->vf_cols[i] == w->vf_cols[i - 1]))
+            return marble_error_set(
+                err, MARBLE_ERR_INVALID_ARGUMENT,
+                "%s: indexed column %d is out of range (%d columns) or repeated", uri,
+                w->vf_cols[i], w->codec->ncols);
+    if (o->bloom_bits_per_key != 0) {
+        int bits = o->bloom_bits_per_key < 0 ? SST_DEFAULT_BLOOM_BITS : o->bloom_bits_per_key;
+        MARBLE_RETURN_NOT_OK(marble__bloom_builder_init(&w->bloom, bits, err));
+        w->has_bloom = 1;
+    }
+    return MARBLE_OK;
+}
+
+/* Appends batch a's value filters (one per indexed column) to vf_table and vf_data. */
+static int add_value_filters(marble__sst_writer *w, const struct ArrowArray *a, marble_error *err)
+{
+    if (w->nvf == 0) return MARBLE_OK;
+    if ((size_t)a->length > w->vf_cap) {
+        uint64_t *p = realloc(w->vf_hashes, (size_t)a->length * sizeof *p);
+        if (!p) return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "%s: out of memory", w->uri);
+        w->vf_hashes = p;
+        w->vf_cap = (size_t)a->length;
+    }
+    int rc = MARBLE_OK;
+    for (int f = 0; f < w->nvf && rc == MARBLE_OK; f++) {
+        int col = w->vf_cols[f];
+        const struct ArrowArray *c = a->children[col];
+        const marble_arrow_type *t = &w->codec->cols[col].type;
+        const void *valid = c->null_count != 0 && c->n_buffers > 0 ? c->buffers[0] : NULL;
+        size_t k = 0;
+        for (int64_t r = 0; r < c->length; r++) {
+            int64_t i = c->offset + r;
+            if (valid && !bit_get(valid, i)) continue;
+            w->vf_hashes[k++] = value_hash(t, c, i);
+        }
+        qsort(w->vf_hashes, k, sizeof *w->vf_hashes, cmp_u64);
+        marble__bloom_builder b;
+        rc = marble__bloom_builder_init(&b, MARBLE__SST_VALUE_FILTER_BITS, err);
+        for (size_t j = 0; j < k && rc == MARBLE_OK; j++)
+            if (j == 0 || w->vf_hashes[j] != w->vf_hashes[j - 1])
+                rc = marble__bloom_builder_add_hash(&b, w->vf_hashes[j], err);
+        uint8_t *bytes = NULL;
+        size_t len = 0;
+        if (rc == MARBLE_OK) rc = marble__bloom_builder_finish(&b, &bytes, &len, err);
+        marble__bloom_builder_destroy(&b);
+        if (rc == MARBLE_OK && (w->vf_data.len > UINT32_MAX || len > UINT32_MAX - w->vf_data.len))
+            rc = marble_error_set(err, MARBLE_ERR_LIMIT, "%s: value filters exceed 4 GiB", w->uri);
+        uint8_t e[8];
+        put32(e, (uint32_t)w->vf_data.len);
+        put32(e + 4, (uint32_t)len);
+        if (rc == MARBLE_OK) rc = marble__bytes_append(&w->vf_table, e, sizeof e, err);
+        if (rc == MARBLE_OK) rc = marble__bytes_append(&w->vf_data, bytes, len, err);
+        free(bytes);
+    }
+    return rc;
+}
+
 int marble__sst_writer_create(marble_fs *fs, const char *uri, const marble__row_codec *codec,
                               const marble__sst_options *opts, marble__sst_writer **out,
                               marble_error *err)
@@ -340,10 +483,6 @@ int marble__sst_writer_create(marble_fs *fs, const char *uri, const marble__row_
     if (o.batch_rows < 0)
         return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "%s: batch_rows %d < 0", uri,
                                 o.batch_rows);
-    if (o.bloom_bits_per_key > MARBLE__BLOOM_MAX_BITS_PER_KEY)
-        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
-                                "%s: bloom_bits_per_key %d is more than %d", uri,
-                                o.bloom_bits_per_key, MARBLE__BLOOM_MAX_BITS_PER_KEY);
     marble__sst_writer *w = calloc(1, sizeof *w);
     if (!w) return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "%s: out of memory", uri);
     int rc = MARBLE_OK;
@@ -357,13 +496,8 @@ int marble__sst_writer_create(marble_fs *fs, const char *uri, const marble__row_
         rc = marble_error_set(err, MARBLE_ERR_NO_MEMORY, "%s: out of memory", uri);
         goto cleanup;
     }
-    if (o.bloom_bits_per_key != 0) {
-        int bits = o.bloom_bits_per_key < 0 ? SST_DEFAULT_BLOOM_BITS : o.bloom_bits_per_key;
-        rc = marble__bloom_builder_init(&w->bloom, bits, err);
-        if (rc != MARBLE_OK) goto cleanup;
-        w->has_bloom = 1;
-    }
-    rc = marble__assembler_create(codec, NULL, -1, 1, &w->as, err);
+    rc = writer_init_index(w, &o, uri, err);
+    if (rc == MARBLE_OK) rc = marble__assembler_create(codec, NULL, -1, 1, &w->as, err);
     if (rc == MARBLE_OK) rc = make_schema(w, &schema, err);
     if (rc == MARBLE_OK)
         rc = marble_fs_open(fs, uri, MARBLE_OPEN_WRITE | MARBLE_OPEN_CREATE | MARBLE_OPEN_TRUNCATE,
@@ -396,6 +530,7 @@ static int flush_batch(marble__sst_writer *w, marble_error *err)
         zone_of(&c->cols[col].type, a.children[col], w->zones.data + w->zones.len);
         w->zones.len += SST_ZONE;
     }
+    if (rc == MARBLE_OK) rc = add_value_filters(w, &a, err);
     if (rc == MARBLE_OK) {
         w->crc = 0;
         rc = marble_ipc_writer_write(w->ipc, &a, err);
@@ -520,8 +655,9 @@ static int build_index(marble__sst_writer *w, marble__bytes *ix, marble_error *e
     size_t bloom_len = 0;
     if (w->has_bloom)
         MARBLE_RETURN_NOT_OK(marble__bloom_builder_finish(&w->bloom, &bloom, &bloom_len, err));
-    uint8_t h[SST_HEADER] = {0};
-    put32(h, SST_VERSION);
+    int v2 = w->nvf > 0;
+    uint8_t h[SST_HEADER2] = {0};
+    put32(h, v2 ? SST_VERSION_FILTERS : SST_VERSION);
     put32(h + 4, (uint32_t)w->codec->ncols);
     put64(h + 8, (uint64_t)w->nbatches);
     put64(h + 16, w->rows);
@@ -530,12 +666,23 @@ static int build_index(marble__sst_writer *w, marble__bytes *ix, marble_error *e
     put64(h + 40, w->keys.len);
     put64(h + 48, bloom_len);
     put32(h + 56, (w->has_bloom ? 1u : 0u) | (w->dirty ? 0u : 2u));
-    int rc = marble__bytes_append(ix, h, sizeof h, err);
+    if (v2) {
+        put32(h + 60, (uint32_t)w->nvf);
+        put64(h + 64, 8 * (uint64_t)w->nvf + w->vf_table.len + w->vf_data.len);
+    }
+    int rc = marble__bytes_append(ix, h, v2 ? SST_HEADER2 : SST_HEADER, err);
     if (rc == MARBLE_OK) rc = marble__bytes_append(ix, w->entries.data, w->entries.len, err);
     if (rc == MARBLE_OK) rc = marble__bytes_append(ix, w->zones.data, w->zones.len, err);
     if (rc == MARBLE_OK) rc = marble__bytes_append(ix, w->keys.data, w->keys.len, err);
     if (rc == MARBLE_OK) rc = marble__bytes_append(ix, bloom, bloom_len, err);
     free(bloom);
+    for (int f = 0; v2 && f < w->nvf && rc == MARBLE_OK; f++) {
+        uint8_t d[8] = {0};
+        put32(d, (uint32_t)w->vf_cols[f]);
+        rc = marble__bytes_append(ix, d, sizeof d, err);
+    }
+    if (rc == MARBLE_OK) rc = marble__bytes_append(ix, w->vf_table.data, w->vf_table.len, err);
+    if (rc == MARBLE_OK) rc = marble__bytes_append(ix, w->vf_data.data, w->vf_data.len, err);
     static const uint8_t zeros[8];
     if (rc == MARBLE_OK) rc = marble__bytes_append(ix, zeros, (8 - ix->len % 8) % 8, err);
     if (rc != MARBLE_OK) return rc;
@@ -544,6 +691,24 @@ static int build_index(marble__sst_writer *w, marble__bytes *ix, marble_error *e
     put32(t + 8, marble_crc32c(ix->data, ix->len));
     memcpy(t + 16, SST_MAGIC, 8);
     return marble__bytes_append(ix, t, sizeof t, err);
+}
+
+static int writer_info(const marble__sst_writer *w, marble__sst_info *info, marble_error *err)
+{
+    memset(info, 0, sizeof *info);
+    info->file_size = w->pos;
+    info->rows = w->rows;
+    info->smallest_seq = w->min_seq;
+    info->largest_seq = w->max_seq;
+    const uint8_t *e0 = w->entries.data;
+    const uint8_t *en = w->entries.data + (size_t)(w->nbatches - 1) * SST_ENTRY;
+    int rc =
+        marble__bytes_append(&info->smallest, w->keys.data + get64(e0 + 40), get32(e0 + 28), err);
+    if (rc == MARBLE_OK)
+        rc = marble__bytes_append(&info->largest, w->keys.data + get64(en + 40) + get32(en + 28),
+                                  get32(en + 32), err);
+    if (rc != MARBLE_OK) marble__sst_info_free(info);
+    return rc;
 }
 
 int marble__sst_writer_finish(marble__sst_writer *w, marble__sst_info *info, marble_error *err)
@@ -564,22 +729,7 @@ int marble__sst_writer_finish(marble__sst_writer *w, marble__sst_info *info, mar
         rc = marble_file_close(f, err);
     }
     marble__bytes_free(&ix);
-    if (rc == MARBLE_OK && info) {
-        memset(info, 0, sizeof *info);
-        info->file_size = w->pos;
-        info->rows = w->rows;
-        info->smallest_seq = w->min_seq;
-        info->largest_seq = w->max_seq;
-        const uint8_t *e0 = w->entries.data;
-        const uint8_t *en = w->entries.data + (size_t)(w->nbatches - 1) * SST_ENTRY;
-        rc = marble__bytes_append(&info->smallest, w->keys.data + get64(e0 + 40), get32(e0 + 28),
-                                  err);
-        if (rc == MARBLE_OK)
-            rc =
-                marble__bytes_append(&info->largest, w->keys.data + get64(en + 40) + get32(en + 28),
-                                     get32(en + 32), err);
-        if (rc != MARBLE_OK) marble__sst_info_free(info);
-    }
+    if (rc == MARBLE_OK && info) rc = writer_info(w, info, err);
     if (rc != MARBLE_OK)
         w->failed = 1;
     else
@@ -600,6 +750,9 @@ void marble__sst_writer_destroy(marble__sst_writer *w)
     marble__bytes_free(&w->zones);
     marble__bytes_free(&w->keys);
     marble__bytes_free(&w->scratch);
+    marble__bytes_free(&w->vf_table);
+    marble__bytes_free(&w->vf_data);
+    free(w->vf_hashes);
     free(w->buf);
     free(w->uri);
     free(w);
@@ -636,7 +789,12 @@ struct marble__sst {
     const uint8_t *entries, *zones, *keys;
     int has_bloom;
     int clean; /* no deletes, one version per key */
+    int version;
+    uint64_t istart, footer; /* where the index and the Arrow footer start */
     marble__bloom bloom;
+    int nvf;                  /* value-filtered columns */
+    int *vf_slot;             /* ncols entries: the column's filter number, or -1 */
+    marble__bloom *vf;        /* nbatches * nvf filters, batch-major */
     marble__key_encoder kenc; /* the codec's key columns over the file's schema (+ _seq, _op) */
     pthread_mutex_t mu;
     cache_entry **cache;           /* nbatches slots */
@@ -679,6 +837,8 @@ static void sst_free(marble__sst *s)
     if (s->map) marble_mapping_release(s->map);
     pthread_mutex_destroy(&s->mu);
     free(s->verified);
+    free(s->vf_slot);
+    free(s->vf);
     free(s->uri);
     free(s);
 }
@@ -723,6 +883,43 @@ static void e_keys(const marble__sst *s, int64_t i, const uint8_t **sm, size_t *
     *lg = s->keys + off + *sl;
 }
 
+/* Parses and opens the value filter section (flen bytes at p: directory, table, data). */
+static int parse_value_filters(marble__sst *s, const uint8_t *p, uint64_t flen, int nvf,
+                               marble_error *err)
+{
+    const char *u = s->uri;
+    uint64_t nb = (uint64_t)s->nbatches, head = 8 * (uint64_t)nvf * (1 + nb);
+    if (flen < head)
+        return corrupt(err, u, "value filter section too short (bytes, needed)", flen, head);
+    uint64_t dlen = flen - head;
+    const uint8_t *table = p + 8 * (uint64_t)nvf, *data = p + head;
+    s->vf_slot = malloc(sizeof(int) * (size_t)s->ncols);
+    s->vf = calloc((size_t)(nb * (uint64_t)nvf), sizeof *s->vf);
+    if (!s->vf_slot || !s->vf)
+        return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "%s: out of memory", u);
+    for (int c = 0; c < s->ncols; c++)
+        s->vf_slot[c] = -1;
+    int64_t prev = -1;
+    for (int f = 0; f < nvf; f++) {
+        uint64_t col = get32(p + 8 * f);
+        if ((int64_t)col <= prev || col >= (uint64_t)s->ncols || get32(p + 8 * f + 4) != 0)
+            return corrupt(err, u, "value filter column out of order or range (filter, column)",
+                           (uint64_t)f, col);
+        s->vf_slot[col] = f;
+        prev = (int64_t)col;
+    }
+    for (uint64_t i = 0; i < nb * (uint64_t)nvf; i++) {
+        uint64_t off = get32(table + 8 * i), len = get32(table + 8 * i + 4);
+        if (off > dlen || len > dlen - off)
+            return corrupt(err, u, "value filter out of its section (filter, bytes)", i, dlen);
+        if (marble__bloom_open(data + off, (size_t)len, &s->vf[i], NULL) != MARBLE_OK)
+            return corrupt(err, u, "value filter does not open (batch, filter)", i / (uint64_t)nvf,
+                           i % (uint64_t)nvf);
+    }
+    s->nvf = nvf;
+    return MARBLE_OK;
+}
+
 /* Parses and checks the trailer and the index. */
 static int parse_index(marble__sst *s, const marble__row_codec *codec, marble_error *err)
 {
@@ -756,33 +953,49 @@ static int parse_index(marble__sst *s, const marble__row_codec *codec, marble_er
     static const uint8_t eos[8] = {0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0};
     if (memcmp(ix - 8, eos, 8) != 0)
         return corrupt(err, u, "no end-of-stream marker before the index (index at, 0)", istart, 0);
-    if (get32(ix) != SST_VERSION)
-        return corrupt(err, u, "unknown index version (version, supported)", get32(ix),
-                       SST_VERSION);
+    uint32_t version = get32(ix);
+    if (version != SST_VERSION && version != SST_VERSION_FILTERS)
+        return corrupt(err, u, "unknown index version (version, supported)", version,
+                       SST_VERSION_FILTERS);
+    uint64_t hsize = version == SST_VERSION ? SST_HEADER : SST_HEADER2;
+    if (ilen < hsize)
+        return corrupt(err, u, "index shorter than its header (length, header)", ilen, hsize);
     uint64_t ncols = get32(ix + 4), nb = get64(ix + 8), klen = get64(ix + 40),
-             blen = get64(ix + 48);
+             blen = get64(ix + 48), nvf = 0, vlen = 0;
     uint32_t flags = get32(ix + 56);
     if (ncols != (uint64_t)codec->ncols)
         return corrupt(err, u, "index column count differs from the table (index, table)", ncols,
                        (uint64_t)codec->ncols);
-    if (flags > 3 || get32(ix + 60) != 0)
+    if (version == SST_VERSION_FILTERS) {
+        nvf = get32(ix + 60);
+        vlen = get64(ix + 64);
+        if (nvf == 0 || nvf > MARBLE__SST_MAX_INDEXES || nvf > ncols || get64(ix + 72) != 0)
+            return corrupt(err, u, "value filter count out of range (count, columns)", nvf, ncols);
+    } else if (get32(ix + 60) != 0) {
         return corrupt(err, u, "unknown index flags (flags, reserved)", flags, get32(ix + 60));
-    uint64_t avail = ilen - SST_HEADER;
+    }
+    if (flags > 3) return corrupt(err, u, "unknown index flags (flags, reserved)", flags, 0);
+    uint64_t avail = ilen - hsize;
     uint64_t per = SST_ENTRY + ncols * SST_ZONE;
     if (nb == 0 || nb > avail / per)
         return corrupt(err, u, "batch count out of range (batches, index length)", nb, ilen);
     avail -= nb * per;
-    if (klen > avail || blen > avail - klen || avail - klen - blen >= 8)
-        return corrupt(err, u, "index sections do not add up (key bytes, bloom bytes)", klen, blen);
-    for (uint64_t p = SST_HEADER + nb * per + klen + blen; p < ilen; p++)
+    if (klen > avail || blen > avail - klen || vlen > avail - klen - blen ||
+        avail - klen - blen - vlen >= 8)
+        return corrupt(err, u, "index sections do not add up (key bytes, filter bytes)", klen,
+                       blen + vlen);
+    for (uint64_t p = hsize + nb * per + klen + blen + vlen; p < ilen; p++)
         if (ix[p]) return corrupt(err, u, "nonzero index padding (at, 0)", p, 0);
+    s->version = (int)version;
+    s->istart = istart;
+    s->footer = footer;
     s->nbatches = (int64_t)nb;
     s->ncols = (int)ncols;
     s->clean = (flags & 2) != 0;
     s->rows = get64(ix + 16);
     s->min_seq = get64(ix + 24);
     s->max_seq = get64(ix + 32);
-    s->entries = ix + SST_HEADER;
+    s->entries = ix + hsize;
     s->zones = s->entries + nb * SST_ENTRY;
     s->keys = s->zones + nb * ncols * SST_ZONE;
     if (s->min_seq > s->max_seq)
@@ -824,7 +1037,7 @@ static int parse_index(marble__sst *s, const marble__row_codec *codec, marble_er
     }
     if (total != s->rows)
         return corrupt(err, u, "batch rows do not sum to the file's (sum, rows)", total, s->rows);
-    return MARBLE_OK;
+    return nvf ? parse_value_filters(s, s->keys + klen + blen, vlen, (int)nvf, err) : MARBLE_OK;
 }
 
 static int check_schema(marble__sst *s, const marble__row_codec *c, marble_error *err)
@@ -1576,4 +1789,188 @@ int marble__sst_iter_status(const marble__sst_iter *it, marble_error *err)
 {
     if (it->status != MARBLE_OK && err) *err = it->err;
     return it->status;
+}
+
+/* ---- value filters and index rewrites -------------------------------------------------------- */
+
+int marble__sst_has_value_filter(const marble__sst *s, int col)
+{
+    return s->nvf && col >= 0 && col < s->ncols && s->vf_slot[col] >= 0;
+}
+
+int marble__sst_index_version(const marble__sst *s)
+{
+    return s->version;
+}
+
+/* The canonical hash of literal v compared with a column of type id; 0 when it cannot be hashed
+ * exactly (the caller then answers "maybe"). */
+static int literal_hash(marble_arrow_type_id id, const marble_datum *v, uint64_t *h)
+{
+    switch (id) {
+    case MARBLE_ARROW_UTF8:
+    case MARBLE_ARROW_BINARY:
+    case MARBLE_ARROW_LARGE_UTF8:
+    case MARBLE_ARROW_LARGE_BINARY:
+    case MARBLE_ARROW_FIXED_SIZE_BINARY:
+        if (v->kind != MARBLE_DATUM_STRING || (v->n && !v->s)) return 0;
+        *h = marble__bloom_hash(v->n ? v->s : NULL, v->n);
+        return 1;
+    case MARBLE_ARROW_FLOAT32:
+    case MARBLE_ARROW_FLOAT64:
+        if (v->kind == MARBLE_DATUM_DOUBLE) {
+            if (v->d != v->d) return 0;
+            *h = hash_double(v->d);
+            return 1;
+        }
+        if (v->kind == MARBLE_DATUM_INT) {
+            double d = (double)v->i;
+            if (d >= 9223372036854775808.0 || (int64_t)d != v->i) return 0;
+            *h = hash_double(d);
+            return 1;
+        }
+        return 0;
+    default:
+        if (v->kind == MARBLE_DATUM_INT || v->kind == MARBLE_DATUM_BOOL) {
+            *h = hash_int(v->i);
+            return 1;
+        }
+        if (v->kind == MARBLE_DATUM_DOUBLE) {
+            double d = v->d;
+            if (!(d >= -9223372036854775808.0 && d < 9223372036854775808.0) ||
+                (double)(int64_t)d != d)
+                return 0;
+            *h = hash_int((int64_t)d);
+            return 1;
+        }
+        return 0;
+    }
+}
+
+int marble__sst_batch_may_contain_value(const marble__sst *s, int64_t batch, int col,
+                                        const marble_datum *v)
+{
+    if (!v || !marble__sst_has_value_filter(s, col) || batch < 0 || batch >= s->nbatches) return 1;
+    uint64_t h;
+    if (!literal_hash(s->codec->cols[col].type.id, v, &h)) return 1;
+    return marble__bloom_may_contain_hash(&s->vf[batch * s->nvf + s->vf_slot[col]], h);
+}
+
+/* Adds batch i of s (decoded as a) to the index being built in w. */
+static int rewrite_batch(marble__sst *s, marble__sst_writer *w, int64_t i,
+                         const struct ArrowArray *a, uint32_t crc, marble_error *err)
+{
+    const marble__row_codec *c = w->codec;
+    int rc = marble__bytes_reserve(&w->zones, (size_t)c->ncols * SST_ZONE, err);
+    for (int col = 0; col < c->ncols && rc == MARBLE_OK; col++) {
+        zone_of(&c->cols[col].type, a->children[col], w->zones.data + w->zones.len);
+        w->zones.len += SST_ZONE;
+    }
+    if (rc == MARBLE_OK) rc = add_value_filters(w, a, err);
+    for (int64_t r = 0; r < a->length && rc == MARBLE_OK; r++) {
+        w->scratch.len = 0;
+        rc = marble__key_encode_row(&s->kenc, a, r, &w->scratch, err);
+        if (rc != MARBLE_OK) break;
+        uint64_t seq = col_u64(a, s->ncols, r);
+        int same = w->have_prev &&
+                   key_cmp(w->scratch.data, w->scratch.len, w->prev_key.data, w->prev_key.len) == 0;
+        if (same || col_u8(a, s->ncols + 1, r) == 0) w->dirty = 1;
+        if (w->has_bloom && !same)
+            rc = marble__bloom_builder_add(&w->bloom, w->scratch.data, w->scratch.len, err);
+        if (rc == MARBLE_OK && r == 0) {
+            w->first_key.len = 0;
+            rc = marble__bytes_append(&w->first_key, w->scratch.data, w->scratch.len, err);
+        }
+        if (rc == MARBLE_OK && !same) {
+            w->prev_key.len = 0;
+            rc = marble__bytes_append(&w->prev_key, w->scratch.data, w->scratch.len, err);
+        }
+        if (w->rows == 0 || seq < w->min_seq) w->min_seq = seq;
+        if (w->rows == 0 || seq > w->max_seq) w->max_seq = seq;
+        w->have_prev = 1;
+        w->rows++;
+    }
+    uint8_t entry[SST_ENTRY] = {0};
+    put64(entry, e_off(s, i));
+    put64(entry + 8, e_len(s, i));
+    put64(entry + 16, (uint64_t)a->length);
+    put32(entry + 24, crc);
+    put32(entry + 28, (uint32_t)w->first_key.len);
+    put32(entry + 32, (uint32_t)w->prev_key.len);
+    put64(entry + 40, w->keys.len);
+    if (rc == MARBLE_OK) rc = marble__bytes_append(&w->entries, entry, sizeof entry, err);
+    if (rc == MARBLE_OK)
+        rc = marble__bytes_append(&w->keys, w->first_key.data, w->first_key.len, err);
+    if (rc == MARBLE_OK)
+        rc = marble__bytes_append(&w->keys, w->prev_key.data, w->prev_key.len, err);
+    if (rc == MARBLE_OK) w->nbatches++;
+    return rc;
+}
+
+int marble__sst_rewrite(marble__sst *s, marble_fs *fs, const char *uri,
+                        const marble__sst_options *opts, int (*cancelled)(void *ud), void *ud,
+                        marble__sst_info *info, marble_error *err)
+{
+    if (!s || !fs || !uri)
+        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "SST rewrite: NULL argument");
+    marble__sst_options o = {0};
+    if (opts) o = *opts;
+    marble__sst_writer *w = calloc(1, sizeof *w);
+    if (!w) return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "%s: out of memory", uri);
+    w->fs = fs;
+    w->codec = s->codec;
+    w->uri = dup_str(uri);
+    w->buf = malloc(SST_WRITE_BUFFER);
+    int rc = w->uri && w->buf
+                 ? MARBLE_OK
+                 : marble_error_set(err, MARBLE_ERR_NO_MEMORY, "%s: out of memory", uri);
+    if (rc == MARBLE_OK) rc = writer_init_index(w, &o, uri, err);
+    if (rc == MARBLE_OK)
+        rc = marble_fs_open(fs, uri, MARBLE_OPEN_WRITE | MARBLE_OPEN_CREATE | MARBLE_OPEN_TRUNCATE,
+                            &w->file, err);
+    if (rc == MARBLE_OK) rc = sink_write(w, s->data, (size_t)s->istart, err);
+    for (int64_t i = 0; i < s->nbatches && rc == MARBLE_OK; i++) {
+        if (cancelled && cancelled(ud)) {
+            rc = marble_error_set(err, MARBLE_ERR_CANCELLED, "%s: rewrite cancelled", uri);
+            break;
+        }
+        uint32_t crc = marble_crc32c(s->data + e_off(s, i), (size_t)e_len(s, i));
+        if (crc != e_crc(s, i)) {
+            rc = marble_error_set(err, MARBLE_ERR_CORRUPTION,
+                                  "%s: corruption: batch %" PRId64 " CRC mismatch (stored %08x, "
+                                  "computed %08x)",
+                                  s->uri, i, e_crc(s, i), crc);
+            break;
+        }
+        struct ArrowArray a = {0};
+        rc = marble_ipc_reader_read(s->ipc, i, &a, err);
+        if (rc != MARBLE_OK) {
+            rc = marble_error_set(err, rc == MARBLE_ERR_NO_MEMORY ? rc : MARBLE_ERR_CORRUPTION,
+                                  "%s: corruption: batch %" PRId64 " does not decode", s->uri, i);
+            break;
+        }
+        if (a.n_children != s->ncols + 2 || (uint64_t)a.length != e_rows(s, i))
+            rc = marble_error_set(err, MARBLE_ERR_CORRUPTION,
+                                  "%s: corruption: batch %" PRId64 " has %" PRId64
+                                  " rows and %" PRId64 " columns, the index differs",
+                                  s->uri, i, a.length, a.n_children);
+        if (rc == MARBLE_OK) rc = rewrite_batch(s, w, i, &a, crc, err);
+        marble_arrow_array_release(&a);
+    }
+    marble__bytes ix = {0};
+    if (rc == MARBLE_OK) rc = build_index(w, &ix, err);
+    if (rc == MARBLE_OK) rc = sink_write(w, ix.data, ix.len, err);
+    if (rc == MARBLE_OK)
+        rc = sink_write(w, s->data + s->footer, (size_t)(s->size - s->footer), err);
+    marble__bytes_free(&ix);
+    if (rc == MARBLE_OK) rc = sink_flush(w, err);
+    if (rc == MARBLE_OK) rc = marble_file_sync(w->file, MARBLE_SYNC_FULL, err);
+    if (rc == MARBLE_OK) {
+        marble_file *f = w->file;
+        w->file = NULL;
+        rc = marble_file_close(f, err);
+    }
+    if (rc == MARBLE_OK && info) rc = writer_info(w, info, err);
+    marble__sst_writer_destroy(w);
+    return rc;
 }

@@ -12,7 +12,10 @@
  * per batch the smallest and largest encoded key, row count and per-column min/max (zone
  * maps, for fixed-width columns, key columns included), the bloom filter of the file's keys, and a
  * CRC32C of every record batch's bytes (metadata + body) and of the index itself, closed by a fixed
- * trailer (length, CRC, magic) that ends exactly where the Arrow footer starts.
+ * trailer (length, CRC, magic) that ends exactly where the Arrow footer starts. Files of tables
+ * with secondary indexes (index version 2) also hold, per batch and indexed column, a small bloom
+ * filter over the column's values ("value filters"); files without them are written as version 1,
+ * byte for byte what older Marble wrote, and both versions are read.
  *
  * Keys here are the table's encoded keys (no table prefix): the db adds and strips prefixes.
  *
@@ -27,13 +30,22 @@
 
 #include "lsm/rowcodec.h"
 #include "marble/arrow.h"
+#include "marble/pipeline.h"
 #include "marble/vfs.h"
+
+/* The most indexed (value-filtered) columns per table, and the filters' bits per value. */
+#define MARBLE__SST_MAX_INDEXES 32
+#define MARBLE__SST_VALUE_FILTER_BITS 10
 
 typedef struct marble__sst_options {
     int batch_rows;                     /* rows per record batch; 0: 4096 */
     marble_ipc_compression compression; /* body compression; default (0) uncompressed */
     int compression_level;              /* 0: the codec's default */
     int bloom_bits_per_key;             /* 0: no bloom filter; <0: default 10 */
+    /* Table columns (distinct, any order) that get a value filter per batch; 0 of them: none
+     * (and the file is written as index version 1). */
+    int indexed_columns[MARBLE__SST_MAX_INDEXES];
+    int n_indexed_columns;
 } marble__sst_options;
 
 /* What finish reports (the manifest's file metadata). */
@@ -108,6 +120,32 @@ int marble__sst_zone(const marble__sst *s, int64_t i, int col, marble__zone *out
 /* Bloom filter check on an encoded key: 0 means certainly absent, 1 maybe present (always 1
  * without a filter). */
 int marble__sst_may_contain(const marble__sst *s, const void *key, size_t klen);
+
+/* Value filters (index version 2): 1 = `v` may equal a value of column `col` in batch i, 0 = no
+ * row of the batch has that value. 1 whenever the file has no filter for col, i or col is out of
+ * range, or the literal's kind cannot be compared exactly (NULL, NaN, a string for a numeric
+ * column, a fractional double for an integer column). Values are hashed canonically: int64 for
+ * bool/integer/date32/timestamp columns (and INT/BOOL literals, or integral DOUBLE ones), IEEE
+ * double bits with -0.0 as 0.0 for float columns (float32 widened; INT literals converted when
+ * exact), raw bytes for utf8/binary/fixed_size_binary (STRING literals). Nulls are not added. */
+int marble__sst_batch_may_contain_value(const marble__sst *s, int64_t batch, int col,
+                                        const marble_datum *v);
+/* 1 if the file has value filters for table column col. */
+int marble__sst_has_value_filter(const marble__sst *s, int col);
+/* The index version the file was written with (1 or 2). */
+int marble__sst_index_version(const marble__sst *s);
+
+/* Writes to `uri` a copy of `s` with a freshly computed index: the Arrow bytes (schema, record
+ * batches, footer) are copied unchanged, the index (batch CRCs, key ranges, zone maps, the key
+ * bloom filter with opts->bloom_bits_per_key, value filters for opts->indexed_columns, the
+ * clean flag) is recomputed from the data. Every batch is decoded and its CRC checked against the
+ * old index (a mismatch is MARBLE_ERR_CORRUPTION). `cancelled` (may be NULL) is polled between
+ * batches: non-zero stops with MARBLE_ERR_CANCELLED. The file is synced and closed; on failure the
+ * caller removes it. batch_rows and compression in opts are ignored (the batches stay as they
+ * are). */
+int marble__sst_rewrite(marble__sst *s, marble_fs *fs, const char *uri,
+                        const marble__sst_options *opts, int (*cancelled)(void *ud), void *ud,
+                        marble__sst_info *info, marble_error *err);
 
 /* Record batch i (table columns + _seq + _op) as a "+s" array, zero copy for uncompressed
  * files; it keeps the SSTable's bytes alive. Counts a read in the stats. */

@@ -58,8 +58,29 @@ expect 0 "$M" scan db orders --format arrow
 cp out.txt piped.arrows
 expect 0 "$M" dump piped.arrows --format csv
 [ "$(wc -l <out.txt)" = 35 ] || fail "scan --format arrow | dump"
-expect 2 "$M" scan db orders --where 'v > 1'
-has "not supported yet: --where needs the query executor (issue 6)" err.txt
+# scan --where and query: filters, aggregates, ordering, errors with positions
+expect 0 "$M" scan db orders --where 'v > 30 AND id < 33 AND id > 1' --columns id,v --format csv
+[ "$(cat out.txt | tr '\n' ' ')" = "id,v 30,30.5 31,31.5 32,32.5 " ] || { fail "scan --where"; cat out.txt; }
+expect 0 "$M" scan db orders --where 'v IS NULL' --format csv
+[ "$(cat out.txt | tr '\n' ' ')" = 'id,name,v 2,"a,""quoted""", ' ] || { fail "scan --where IS NULL"; cat out.txt; }
+expect 2 "$M" scan db orders --where 'v >'
+has "expected" err.txt
+expect 2 "$M" scan db orders --where 'nosuch = 1'
+has "nosuch" err.txt
+expect 0 "$M" query db 'SELECT count(*) AS n, sum(v) AS total, min(id), max(id) FROM orders WHERE id >= 10' --format csv
+[ "$(cat out.txt | tr '\n' ' ')" = "n,total,min(id),max(id) 31,790.5,10,40 " ] || { fail "query aggregate"; cat out.txt; }
+expect 0 "$M" query db 'SELECT id % 3 AS g, count(*) AS n FROM orders WHERE id >= 10 GROUP BY id % 3 ORDER BY g' --format csv
+[ "$(cat out.txt | tr '\n' ' ')" = "g,n 0,10 1,11 2,10 " ] || { fail "query group by"; cat out.txt; }
+expect 0 "$M" query db 'SELECT id, name FROM orders ORDER BY v DESC LIMIT 2' --format csv
+[ "$(cat out.txt | tr '\n' ' ')" = "id,name 1,blue chair 40,row40 " ] || { fail "query order by"; cat out.txt; }
+expect 0 "$M" query db 'SELECT * FROM orders WHERE id = 12' --explain
+has "point lookup"
+expect 2 "$M" query db 'SELECT id FORM orders'
+has "expected" err.txt
+expect 2 "$M" query db 'SELECT a.id FROM orders a JOIN orders b ON a.id = b.id'
+has "not supported" err.txt
+expect 2 "$M" query db 'SELECT id FROM nosuch'
+has "nosuch" err.txt
 
 # export and import
 expect 0 "$M" export db orders out.arrow

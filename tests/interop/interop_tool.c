@@ -786,7 +786,8 @@ static int sst_write_one(marble_fs *fs, const char *uri, const marble__row_codec
             }
         }
     }
-    marble__sst_options o = {SST_BATCH_ROWS, comp, 0, 10};
+    marble__sst_options o = {
+        .batch_rows = SST_BATCH_ROWS, .compression = comp, .bloom_bits_per_key = 10};
     if (marble_batch_builder_finish(b, &a, &e) != MARBLE_OK ||
         marble__sst_writer_create(fs, uri, c, &o, &w, &e) != MARBLE_OK) {
         sst_fail(uri, &e);
