@@ -885,9 +885,9 @@ static void usage(FILE *f)
             "  --rows N          rows of t (default 10000000)\n"
             "  --reps R          timed runs per query after one warm-up (default 3)\n"
             "  --lookups L       point lookups (default 1000)\n"
-            "  --load HOW        put (marble_db_put of each batch, through the WAL and the\n"
-            "                    memtable, then a flush; default) or ingest (marble_db_ingest of\n"
-            "                    the sorted rows, straight into SSTables)\n"
+            "  --load HOW        ingest (marble_db_ingest of the sorted rows, straight into\n"
+            "                    SSTables; default) or put (marble_db_put of each batch, through\n"
+            "                    the WAL and the memtable, then a flush)\n"
             "  --batch-rows B    rows per Arrow batch while loading (default 65536)\n"
             "  --engine LIST     marble, duckdb or both (default marble,duckdb)\n"
             "  --only LIST       queries to run on marble (default all; duckdb runs all)\n"
@@ -911,7 +911,7 @@ static int parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out)
 static int parse_args(int argc, char **argv, options *o)
 {
     const char *tmp = getenv("TMPDIR");
-    *o = (options){0, 10000000, 3, 1000, 65536, tmp && *tmp ? tmp : "/tmp", 1, 1, 0, {1, 1, 1, 1}};
+    *o = (options){0, 10000000, 3, 1000, 65536, tmp && *tmp ? tmp : "/tmp", 1, 1, 1, {1, 1, 1, 1}};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--json")) {

@@ -118,8 +118,9 @@ MARBLE_API int marble_db_open(const char *uri, const marble_db_options *opts, ma
                               marble_error *err);
 /* Cancels a running compaction (its partial outputs are removed; its inputs stay), waits for a
  * running flush, flushes nothing more (the WAL holds the memtable), syncs and closes.
- * MARBLE_ERR_BUSY (nothing closed) while snapshots, iterators or streams are live: the message
- * counts them. Accepts NULL. */
+ * MARBLE_ERR_BUSY (nothing closed) while snapshots, iterators, streams, scan sources or jobs
+ * started from other threads (manual compactions, ingests, index rebuilds) are live: the message
+ * says how many and names the first few ("scan stream of table 'orders'"). Accepts NULL. */
 MARBLE_API int marble_db_close(marble_db *db, marble_error *err);
 
 /* ---- tables ---------------------------------------------------------------------------------- */

@@ -17,18 +17,21 @@
  *
  * Types. Expressions compute over four value kinds: integers (every signed and unsigned integer
  * type, date32 and timestamps are read as int64; uint64 values above INT64_MAX are an error),
- * doubles (float32 and float64), booleans and strings (utf8, large_utf8; binary columns compare
- * as bytes). A column referenced directly (not computed) keeps its Arrow type in results.
+ * doubles (float32 and float64), booleans and strings (utf8, large_utf8; binary, large_binary and
+ * fixed_size_binary columns compare as bytes). A column referenced directly (not computed) keeps
+ * its Arrow type in results.
  * Computed results are int64 "l", float64 "g", bool "b" or utf8 "u".
  *   - Comparisons (= != < <= > >=) between numbers (int vs double compares as double), between
  *     strings (bytewise) or between booleans; anything else is a bind error naming both types.
  *   - Arithmetic + - * on two ints is int64 with overflow an error (MARBLE_ERR_LIMIT naming the
  *     expression); with a double involved it is double. / and % on two ints are integer division
  *     and remainder truncating toward zero; division or remainder by zero gives NULL (as SQLite
- *     and MySQL do). / on doubles is IEEE division.
+ *     and MySQL do). / on doubles is IEEE division; % with a double is fmod (NULL when the
+ *     divisor is 0).
  *   - AND / OR / NOT use SQL's three-valued logic; IS NULL / IS NOT NULL are never NULL;
- *     x IN (a, b, ...) is true if x equals one of the literals, NULL if x is NULL (or if no
- *     match and a literal is NULL), else false; NOT IN negates that.
+ *     x IN (a, b, ...) is true if x equals one of the literals (as = compares them: an int
+ *     literal exactly, a double one as doubles), NULL if x is NULL (or if no match and a literal
+ *     is NULL), else false; NOT IN negates that. Literals of another kind are a bind error.
  *   - Any other operator on a NULL operand gives NULL. A filter keeps rows where the predicate
  *     is true (not NULL, not false).
  *
@@ -125,7 +128,8 @@ typedef struct marble_datum {
     size_t n;      /* STRING length */
 } marble_datum;
 
-/* Constructors return a new expression, or NULL when out of memory. Composite constructors take
+/* Constructors return a new expression, or NULL when out of memory (or, for unary/binary, when
+ * op is not an operator of that arity; a NULL column name). Composite constructors take
  * ownership of their operands (also on failure: a NULL operand makes them free the others and
  * return NULL, so nested calls need one check at the end). Names and strings are copied. */
 MARBLE_API marble_expr *marble_expr_column(const char *name);
@@ -150,12 +154,16 @@ MARBLE_API const marble_datum *marble_expr_get_literal(const marble_expr *e); /*
 MARBLE_API size_t marble_expr_num_children(const marble_expr *e);
 MARBLE_API const marble_expr *marble_expr_child(const marble_expr *e, size_t i);
 MARBLE_API int marble_expr_in_negated(const marble_expr *e); /* IN */
-/* SQL-like text ("(v > 0.9) AND (k IN (1, 2))"), written into buf (truncated, NUL-terminated);
- * returns the length it needed. */
+/* SQL-like text, every operator parenthesized ("((v > 0.9) AND (k IN (1, 2)))"; strings quoted
+ * with '' escaping, column names double-quoted unless plain identifiers that are no keyword,
+ * doubles in their shortest round-trip form), written into buf (truncated, NUL-terminated; buf
+ * may be NULL when cap is 0); returns the length it needed (without the NUL). */
 MARBLE_API size_t marble_expr_to_string(const marble_expr *e, char *buf, size_t cap);
 
 /* Checks `e` against a batch schema (a "+s" schema): columns exist, operand types fit. On success
- * *format (may be NULL) points at the result's C Data Interface format string (static). */
+ * *format (may be NULL) points at the result's C Data Interface format string: static for computed
+ * results, the column's own format string in `schema` for a plain column reference. Expressions
+ * nested more than 1000 levels deep are MARBLE_ERR_LIMIT. */
 MARBLE_API int marble_expr_check(const marble_expr *e, const struct ArrowSchema *schema,
                                  const char **format, marble_error *err);
 

@@ -405,7 +405,10 @@ int marble__agg_consume(marble__agg_local *l, const struct ArrowArray *batch, co
         memset(l->gids, 0, (size_t)n * sizeof *l->gids);
     } else if (l->fast) {
         const marble__vec *v = &l->kv[0];
+        enum { AHEAD = 8 };
         for (int64_t r = 0; r < n; r++) {
+            if (r + AHEAD < n && l->cap)
+                __builtin_prefetch(&l->slots[mix64((uint64_t)v->i[r + AHEAD]) & (l->cap - 1)]);
             if (v->valid && !v->valid[r]) {
                 if (l->null_gid < 0) MARBLE_RETURN_NOT_OK(new_group(l, &l->null_gid, err));
                 l->gids[r] = l->null_gid;
@@ -430,6 +433,28 @@ int marble__agg_consume(marble__agg_local *l, const struct ArrowArray *batch, co
     }
     for (size_t a = 0; a < na; a++) {
         const marble__vec *v = d->args[a] ? &l->av[a] : NULL;
+        agg_state *st = l->states + a;
+        if (d->fns[a] == MARBLE_AGG_COUNT_STAR || (d->fns[a] == MARBLE_AGG_COUNT && !v->valid)) {
+            for (int64_t r = 0; r < n; r++) st[l->gids[r] * (int64_t)na].count++;
+            continue;
+        }
+        if (d->fns[a] == MARBLE_AGG_SUM && l->akind[a] == MARBLE_DATUM_DOUBLE) {
+            for (int64_t r = 0; r < n; r++) {
+                if (v->valid && !v->valid[r]) continue;
+                st[l->gids[r] * (int64_t)na].d += v->d[r];
+                st[l->gids[r] * (int64_t)na].has = 1;
+            }
+            continue;
+        }
+        if (d->fns[a] == MARBLE_AGG_SUM) {
+            for (int64_t r = 0; r < n; r++) {
+                if (v->valid && !v->valid[r]) continue;
+                agg_state *g = &st[l->gids[r] * (int64_t)na];
+                if (__builtin_add_overflow(g->i, v->i[r], &g->i)) return sum_overflow(l, a, err);
+                g->has = 1;
+            }
+            continue;
+        }
         for (int64_t r = 0; r < n; r++) {
             if (v && v->valid && !v->valid[r]) continue;
             MARBLE_RETURN_NOT_OK(

@@ -371,6 +371,12 @@ int marble__colview_check(const struct ArrowSchema *field, const char *what, mar
     return MARBLE_OK;
 }
 
+int marble__colview_kind(const struct ArrowSchema *field)
+{
+    layout l;
+    return layout_of(field, &l, NULL) == MARBLE_OK ? l.cv : MARBLE__CV_NULL;
+}
+
 void marble__colview_init(const struct ArrowSchema *field, const struct ArrowArray *batch, int col,
                           marble__colview *v)
 {
@@ -467,6 +473,54 @@ int marble__colview_cmp(const marble__colview *a, int64_t i, const marble__colvi
     default:
         return 0;
     }
+}
+
+uint64_t marble__sort_prefix(const marble_sort_key *key, const marble__colview *v, int64_t row)
+{
+    if (marble__colview_is_null(v, row)) return key->nulls_first ? 0 : UINT64_MAX;
+    int64_t p = v->base + row;
+    uint64_t x = 0;
+    switch (v->kind) {
+    case MARBLE__CV_INT:
+        x = (uint64_t)read_int(v, p) ^ ((uint64_t)1 << 63);
+        break;
+    case MARBLE__CV_UINT:
+        x = read_uint(v, p);
+        break;
+    case MARBLE__CV_FLOAT: {
+        double d = v->width == 4 ? ((const float *)v->values)[p] : ((const double *)v->values)[p];
+        if (isnan(d)) {
+            x = UINT64_MAX - 1;
+            break;
+        }
+        if (d == 0) d = 0;
+        memcpy(&x, &d, 8);
+        x = (x >> 63) ? ~x : x | ((uint64_t)1 << 63);
+        break;
+    }
+    case MARBLE__CV_BOOL:
+        x = (uint64_t)bit_get(v->values, p);
+        break;
+    case MARBLE__CV_BYTES:
+    case MARBLE__CV_FIXED: {
+        const uint8_t *s;
+        int64_t n;
+        if (v->kind == MARBLE__CV_BYTES) {
+            int64_t a = offset_at(v->offsets, v->offset_bytes, p);
+            s = v->values + a;
+            n = offset_at(v->offsets, v->offset_bytes, p + 1) - a;
+        } else {
+            s = v->values + p * v->width;
+            n = v->width;
+        }
+        for (int i = 0; i < 8; i++)
+            x = (x << 8) | (i < n ? s[i] : 0);
+        break;
+    }
+    default:
+        break;
+    }
+    return key->descending ? ~x : x;
 }
 
 int marble__rows_cmp(const marble_sort_key *keys, size_t n, const marble__colview *a, int64_t i,

@@ -290,23 +290,40 @@ static void put_double(wbuf *w, double d)
 static const char *op_text(marble_expr_op op)
 {
     switch (op) {
-    case MARBLE_OP_EQ: return "=";
-    case MARBLE_OP_NE: return "!=";
-    case MARBLE_OP_LT: return "<";
-    case MARBLE_OP_LE: return "<=";
-    case MARBLE_OP_GT: return ">";
-    case MARBLE_OP_GE: return ">=";
-    case MARBLE_OP_ADD: return "+";
-    case MARBLE_OP_SUB: return "-";
-    case MARBLE_OP_MUL: return "*";
-    case MARBLE_OP_DIV: return "/";
-    case MARBLE_OP_MOD: return "%";
-    case MARBLE_OP_AND: return "AND";
-    case MARBLE_OP_OR: return "OR";
-    case MARBLE_OP_NOT: return "NOT";
-    case MARBLE_OP_NEG: return "-";
-    case MARBLE_OP_IS_NULL: return "IS NULL";
-    case MARBLE_OP_IS_NOT_NULL: return "IS NOT NULL";
+    case MARBLE_OP_EQ:
+        return "=";
+    case MARBLE_OP_NE:
+        return "!=";
+    case MARBLE_OP_LT:
+        return "<";
+    case MARBLE_OP_LE:
+        return "<=";
+    case MARBLE_OP_GT:
+        return ">";
+    case MARBLE_OP_GE:
+        return ">=";
+    case MARBLE_OP_ADD:
+        return "+";
+    case MARBLE_OP_SUB:
+        return "-";
+    case MARBLE_OP_MUL:
+        return "*";
+    case MARBLE_OP_DIV:
+        return "/";
+    case MARBLE_OP_MOD:
+        return "%";
+    case MARBLE_OP_AND:
+        return "AND";
+    case MARBLE_OP_OR:
+        return "OR";
+    case MARBLE_OP_NOT:
+        return "NOT";
+    case MARBLE_OP_NEG:
+        return "-";
+    case MARBLE_OP_IS_NULL:
+        return "IS NULL";
+    case MARBLE_OP_IS_NOT_NULL:
+        return "IS NOT NULL";
     }
     return "?";
 }
@@ -320,14 +337,22 @@ static void put_datum(wbuf *w, const marble_datum *d)
 {
     char t[32];
     switch (d->kind) {
-    case MARBLE_DATUM_NULL: puts_(w, "NULL"); break;
+    case MARBLE_DATUM_NULL:
+        puts_(w, "NULL");
+        break;
     case MARBLE_DATUM_INT:
         snprintf(t, sizeof t, "%lld", (long long)d->i);
         puts_(w, t);
         break;
-    case MARBLE_DATUM_DOUBLE: put_double(w, d->d); break;
-    case MARBLE_DATUM_BOOL: puts_(w, d->i ? "TRUE" : "FALSE"); break;
-    case MARBLE_DATUM_STRING: put_quoted(w, d->s, d->n, '\''); break;
+    case MARBLE_DATUM_DOUBLE:
+        put_double(w, d->d);
+        break;
+    case MARBLE_DATUM_BOOL:
+        puts_(w, d->i ? "TRUE" : "FALSE");
+        break;
+    case MARBLE_DATUM_STRING:
+        put_quoted(w, d->s, d->n, '\'');
+        break;
     }
 }
 
@@ -340,7 +365,9 @@ static void put_expr(wbuf *w, const marble_expr *e)
         else
             put_quoted(w, e->name, strlen(e->name), '"');
         break;
-    case MARBLE_EXPR_LITERAL: put_datum(w, &e->lit); break;
+    case MARBLE_EXPR_LITERAL:
+        put_datum(w, &e->lit);
+        break;
     case MARBLE_EXPR_UNARY:
         puts_(w, "(");
         if (e->op == MARBLE_OP_NOT) {

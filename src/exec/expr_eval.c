@@ -59,8 +59,8 @@ typedef struct bnode {
     int col;
     int n_buffers;
     marble_arrow_type type;
-    char *format; /* COL */
-    char *name;   /* COL */
+    char *format;     /* COL */
+    char *name;       /* COL */
     marble_datum lit; /* LIT: kind NULL for NULL (then `kind` is the adopted kind) */
     char *str;        /* LIT: owned copy of a string */
     int negated;      /* IN */
@@ -109,11 +109,16 @@ void marble__bound_free(marble__bound *b)
 static const char *kind_name(marble_datum_kind k)
 {
     switch (k) {
-    case MARBLE_DATUM_INT: return "int64";
-    case MARBLE_DATUM_DOUBLE: return "float64";
-    case MARBLE_DATUM_BOOL: return "bool";
-    case MARBLE_DATUM_STRING: return "utf8";
-    default: return "null";
+    case MARBLE_DATUM_INT:
+        return "int64";
+    case MARBLE_DATUM_DOUBLE:
+        return "float64";
+    case MARBLE_DATUM_BOOL:
+        return "bool";
+    case MARBLE_DATUM_STRING:
+        return "utf8";
+    default:
+        return "null";
     }
 }
 
@@ -166,8 +171,8 @@ static int bind_column(bnode *n, const char *name, const struct ArrowSchema *sch
         for (int64_t i = 0; i < schema->n_children && len < sizeof list; i++)
             len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", i ? ", " : "",
                                     marble__arrow_field_name(schema->children[i]));
-        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "unknown column '%s' (columns: %s)",
-                                name, list);
+        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
+                                "unknown column '%s' (columns: %s)", name, list);
     }
     const struct ArrowSchema *f = schema->children[found];
     MARBLE_RETURN_NOT_OK(marble__arrow_schema_type(f, &n->type, err));
@@ -183,15 +188,23 @@ static int bind_column(bnode *n, const char *name, const struct ArrowSchema *sch
     case MARBLE_ARROW_UINT32:
     case MARBLE_ARROW_UINT64:
     case MARBLE_ARROW_DATE32:
-    case MARBLE_ARROW_TIMESTAMP: n->kind = MARBLE_DATUM_INT; break;
+    case MARBLE_ARROW_TIMESTAMP:
+        n->kind = MARBLE_DATUM_INT;
+        break;
     case MARBLE_ARROW_FLOAT32:
-    case MARBLE_ARROW_FLOAT64: n->kind = MARBLE_DATUM_DOUBLE; break;
-    case MARBLE_ARROW_BOOL: n->kind = MARBLE_DATUM_BOOL; break;
+    case MARBLE_ARROW_FLOAT64:
+        n->kind = MARBLE_DATUM_DOUBLE;
+        break;
+    case MARBLE_ARROW_BOOL:
+        n->kind = MARBLE_DATUM_BOOL;
+        break;
     case MARBLE_ARROW_UTF8:
     case MARBLE_ARROW_LARGE_UTF8:
     case MARBLE_ARROW_BINARY:
     case MARBLE_ARROW_LARGE_BINARY:
-    case MARBLE_ARROW_FIXED_SIZE_BINARY: n->kind = MARBLE_DATUM_STRING; break;
+    case MARBLE_ARROW_FIXED_SIZE_BINARY:
+        n->kind = MARBLE_DATUM_STRING;
+        break;
     default: {
         char tb[80];
         return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
@@ -242,8 +255,8 @@ static int to_double(bnode **slot, marble_error *err)
 static int lit_cmp(const void *a, const void *b);
 static int build_in_set(bnode *n, const marble_expr *e, marble_error *err);
 
-static int bind_node(const marble_expr *e, const struct ArrowSchema *schema, int depth,
-                     bnode **out, marble_error *err);
+static int bind_node(const marble_expr *e, const struct ArrowSchema *schema, int depth, bnode **out,
+                     marble_error *err);
 
 static int bind_binary(bnode *n, const marble_expr *e, marble_error *err)
 {
@@ -299,14 +312,14 @@ static int bind_binary(bnode *n, const marble_expr *e, marble_error *err)
     return MARBLE_OK;
 }
 
-static int bind_node(const marble_expr *e, const struct ArrowSchema *schema, int depth,
-                     bnode **out, marble_error *err)
+static int bind_node(const marble_expr *e, const struct ArrowSchema *schema, int depth, bnode **out,
+                     marble_error *err)
 {
     *out = NULL;
     if (!e) return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "expression is NULL");
     if (depth > MAX_DEPTH)
-        return marble_error_set(err, MARBLE_ERR_LIMIT,
-                                "expression nested more than %d levels deep", MAX_DEPTH);
+        return marble_error_set(err, MARBLE_ERR_LIMIT, "expression nested more than %d levels deep",
+                                MAX_DEPTH);
     bnode *n = calloc(1, sizeof *n);
     if (!n) return oom(err);
     *out = n;
@@ -316,7 +329,8 @@ static int bind_node(const marble_expr *e, const struct ArrowSchema *schema, int
     if (nk >= 2 && marble_expr_get_kind(e) == MARBLE_EXPR_BINARY)
         MARBLE_RETURN_NOT_OK(bind_node(marble_expr_child(e, 1), schema, depth + 1, &n->b, err));
     switch (marble_expr_get_kind(e)) {
-    case MARBLE_EXPR_COLUMN: return bind_column(n, marble_expr_get_column(e), schema, err);
+    case MARBLE_EXPR_COLUMN:
+        return bind_column(n, marble_expr_get_column(e), schema, err);
     case MARBLE_EXPR_LITERAL: {
         const marble_datum *d = marble_expr_get_literal(e);
         n->op = B_LIT;
@@ -372,6 +386,11 @@ static int str_cmp(marble__str a, marble__str b)
     int c = m ? memcmp(a.p, b.p, (size_t)m) : 0;
     if (c) return c;
     return (a.n > b.n) - (a.n < b.n);
+}
+
+static inline int str_eq(marble__str a, marble__str b)
+{
+    return a.n == b.n && (a.n == 0 || memcmp(a.p, b.p, (size_t)a.n) == 0);
 }
 
 static int lit_cmp(const void *a, const void *b)
@@ -518,10 +537,14 @@ marble_datum_kind marble__bound_kind(const marble__bound *b)
 static const char *kind_format(marble_datum_kind k)
 {
     switch (k) {
-    case MARBLE_DATUM_DOUBLE: return "g";
-    case MARBLE_DATUM_BOOL: return "b";
-    case MARBLE_DATUM_STRING: return "u";
-    default: return "l";
+    case MARBLE_DATUM_DOUBLE:
+        return "g";
+    case MARBLE_DATUM_BOOL:
+        return "b";
+    case MARBLE_DATUM_STRING:
+        return "u";
+    default:
+        return "l";
     }
 }
 
@@ -579,7 +602,7 @@ static scratch *scratch_get(void)
     return s;
 }
 
-/* Frees pooled vectors beyond a few when the pool holds much memory (after a huge batch). */
+/* Frees the pooled vectors' storage when it adds up to much memory (after a huge batch). */
 static void scratch_trim(scratch *s)
 {
     size_t total = 0;
@@ -668,6 +691,10 @@ static int col_open(ctx *c, const bnode *nd, colv *cv)
     if (a->null_count != 0) {
         cv->bits = a->buffers[0];
         cv->all_null = !cv->bits && a->null_count > 0;
+        if (cv->all_null && a->null_count != a->length)
+            return marble_error_set(c->err, MARBLE_ERR_INVALID_ARGUMENT,
+                                    "column '%s' has %lld nulls but no validity bitmap", nd->name,
+                                    (long long)a->null_count);
     }
     cv->values = a->buffers[1];
     cv->data = nd->n_buffers == 3 && a->buffers[2] ? a->buffers[2] : (const uint8_t *)"";
@@ -723,13 +750,25 @@ static int eval_col(ctx *c, const bnode *nd, const uint32_t *sel, int64_t n, mar
     MARBLE_RETURN_NOT_OK(marble__vec_reset(out, nd->kind, n, c->err));
     gather_valid(&cv, sel, n, out);
     switch (nd->type.id) {
-    case MARBLE_ARROW_INT8: GATHER(out->i, int8_t); break;
-    case MARBLE_ARROW_INT16: GATHER(out->i, int16_t); break;
+    case MARBLE_ARROW_INT8:
+        GATHER(out->i, int8_t);
+        break;
+    case MARBLE_ARROW_INT16:
+        GATHER(out->i, int16_t);
+        break;
     case MARBLE_ARROW_INT32:
-    case MARBLE_ARROW_DATE32: GATHER(out->i, int32_t); break;
-    case MARBLE_ARROW_UINT8: GATHER(out->i, uint8_t); break;
-    case MARBLE_ARROW_UINT16: GATHER(out->i, uint16_t); break;
-    case MARBLE_ARROW_UINT32: GATHER(out->i, uint32_t); break;
+    case MARBLE_ARROW_DATE32:
+        GATHER(out->i, int32_t);
+        break;
+    case MARBLE_ARROW_UINT8:
+        GATHER(out->i, uint8_t);
+        break;
+    case MARBLE_ARROW_UINT16:
+        GATHER(out->i, uint16_t);
+        break;
+    case MARBLE_ARROW_UINT32:
+        GATHER(out->i, uint32_t);
+        break;
     case MARBLE_ARROW_INT64:
     case MARBLE_ARROW_TIMESTAMP:
         if (sel)
@@ -752,7 +791,9 @@ static int eval_col(ctx *c, const bnode *nd, const uint32_t *sel, int64_t n, mar
                                             nd->name, (unsigned long long)(uint64_t)out->i[k]);
         break;
     }
-    case MARBLE_ARROW_FLOAT32: GATHER(out->d, float); break;
+    case MARBLE_ARROW_FLOAT32:
+        GATHER(out->d, float);
+        break;
     case MARBLE_ARROW_FLOAT64:
         if (sel)
             GATHER(out->d, double);
@@ -771,9 +812,13 @@ static int eval_col(ctx *c, const bnode *nd, const uint32_t *sel, int64_t n, mar
         break;
     }
     case MARBLE_ARROW_UTF8:
-    case MARBLE_ARROW_BINARY: GATHER_STR(int32_t); break;
+    case MARBLE_ARROW_BINARY:
+        GATHER_STR(int32_t);
+        break;
     case MARBLE_ARROW_LARGE_UTF8:
-    case MARBLE_ARROW_LARGE_BINARY: GATHER_STR(int64_t); break;
+    case MARBLE_ARROW_LARGE_BINARY:
+        GATHER_STR(int64_t);
+        break;
     default: {
         int64_t w = nd->type.byte_width;
         const char *base = (const char *)cv.values + cv.off * w;
@@ -818,7 +863,9 @@ static int eval_lit(ctx *c, const bnode *nd, int64_t n, marble__vec *out)
         for (int64_t k = 0; k < n; k++)
             out->d[k] = nd->lit.d;
         break;
-    case MARBLE_DATUM_BOOL: memset(out->b, nd->lit.i ? 1 : 0, (size_t)n); break;
+    case MARBLE_DATUM_BOOL:
+        memset(out->b, nd->lit.i ? 1 : 0, (size_t)n);
+        break;
     default:
         for (int64_t k = 0; k < n; k++)
             out->s[k] = (marble__str){nd->lit.s, (int64_t)nd->lit.n};
@@ -854,26 +901,38 @@ static int overflow(ctx *c, const bnode *nd)
 
 #define CMP_CASES(OPC, LOOP)                                                                       \
     switch (OPC) {                                                                                 \
-    case MARBLE_OP_EQ: LOOP(==); break;                                                            \
-    case MARBLE_OP_NE: LOOP(!=); break;                                                            \
-    case MARBLE_OP_LT: LOOP(<); break;                                                             \
-    case MARBLE_OP_LE: LOOP(<=); break;                                                            \
-    case MARBLE_OP_GT: LOOP(>); break;                                                             \
-    default: LOOP(>=); break;                                                                      \
+    case MARBLE_OP_EQ:                                                                             \
+        LOOP(==);                                                                                  \
+        break;                                                                                     \
+    case MARBLE_OP_NE:                                                                             \
+        LOOP(!=);                                                                                  \
+        break;                                                                                     \
+    case MARBLE_OP_LT:                                                                             \
+        LOOP(<);                                                                                   \
+        break;                                                                                     \
+    case MARBLE_OP_LE:                                                                             \
+        LOOP(<=);                                                                                  \
+        break;                                                                                     \
+    case MARBLE_OP_GT:                                                                             \
+        LOOP(>);                                                                                   \
+        break;                                                                                     \
+    default:                                                                                       \
+        LOOP(>=);                                                                                  \
+        break;                                                                                     \
     }
 
 #define VV(OP)                                                                                     \
     for (int64_t k = 0; k < n; k++)                                                                \
-        r[k] = x[k] OP y[k]
+    r[k] = x[k] OP y[k]
 #define VS(OP)                                                                                     \
     for (int64_t k = 0; k < n; k++)                                                                \
-        r[k] = x[k] OP s
+    r[k] = x[k] OP s
 #define SVV(OP)                                                                                    \
     for (int64_t k = 0; k < n; k++)                                                                \
-        r[k] = str_cmp(x[k], y[k]) OP 0
+    r[k] = str_cmp(x[k], y[k]) OP 0
 #define SVS(OP)                                                                                    \
     for (int64_t k = 0; k < n; k++)                                                                \
-        r[k] = str_cmp(x[k], s) OP 0
+    r[k] = str_cmp(x[k], s) OP 0
 
 /* Compares ta with tb (or with the literal `lit` when tb is NULL) into out->b. */
 static void cmp_kernel(const bnode *nd, const marble__vec *ta, const marble__vec *tb,
@@ -916,6 +975,17 @@ static void cmp_kernel(const bnode *nd, const marble__vec *ta, const marble__vec
     }
     default: {
         const marble__str *x = ta->s;
+        if (nd->xop == MARBLE_OP_EQ || nd->xop == MARBLE_OP_NE) {
+            uint8_t ne = nd->xop == MARBLE_OP_NE;
+            marble__str s = {lit ? lit->lit.s : NULL, lit ? (int64_t)lit->lit.n : 0};
+            if (tb)
+                for (int64_t k = 0; k < n; k++)
+                    r[k] = (uint8_t)(str_eq(x[k], tb->s[k]) ^ ne);
+            else
+                for (int64_t k = 0; k < n; k++)
+                    r[k] = (uint8_t)(str_eq(x[k], s) ^ ne);
+            break;
+        }
         if (tb) {
             const marble__str *y = tb->s;
             CMP_CASES(nd->xop, SVV);
@@ -1000,7 +1070,8 @@ static int arith_int(ctx *c, const bnode *nd, const int64_t *x, const int64_t *y
                 memset(r, 0, (size_t)n * 8);
         } else if (small53(x, n) && s > -TWO53 && s < TWO53) {
             /* |x| < 2^53: the double quotient truncates to the exact integer one (its rounding
-             * error is below the quotient's distance to the next integer), and is much faster */
+             * error is below the quotient's distance to the next integer); a double division is
+             * several times faster than a 64-bit integer one on many CPUs */
             double ds = (double)s;
             if (div)
                 for (int64_t k = 0; k < n; k++)
@@ -1036,10 +1107,10 @@ static int arith_int(ctx *c, const bnode *nd, const int64_t *x, const int64_t *y
 
 #define AVV(OP)                                                                                    \
     for (int64_t k = 0; k < n; k++)                                                                \
-        r[k] = x[k] OP y[k]
+    r[k] = x[k] OP y[k]
 #define AVS(OP)                                                                                    \
     for (int64_t k = 0; k < n; k++)                                                                \
-        r[k] = x[k] OP s
+    r[k] = x[k] OP s
 
 static void arith_dbl(const bnode *nd, const double *x, const double *y, double s, int64_t n,
                       marble__vec *out)
@@ -1047,16 +1118,28 @@ static void arith_dbl(const bnode *nd, const double *x, const double *y, double 
     double *r = out->d;
     switch (nd->xop) {
     case MARBLE_OP_ADD:
-        if (y) AVV(+); else AVS(+);
+        if (y)
+            AVV(+);
+        else
+            AVS(+);
         break;
     case MARBLE_OP_SUB:
-        if (y) AVV(-); else AVS(-);
+        if (y)
+            AVV(-);
+        else
+            AVS(-);
         break;
     case MARBLE_OP_MUL:
-        if (y) AVV(*); else AVS(*);
+        if (y)
+            AVV(*);
+        else
+            AVS(*);
         break;
     case MARBLE_OP_DIV:
-        if (y) AVV(/); else AVS(/);
+        if (y)
+            AVV(/);
+        else
+            AVS(/);
         break;
     default: {
         if (!y && s == 0) {
@@ -1274,7 +1357,8 @@ static int eval_unary(ctx *c, const bnode *nd, const uint32_t *sel, int64_t n, m
             return MARBLE_OK;
         }
         for (int64_t k = 0; k < n; k++)
-            out->b[k] = (uint8_t)(marble__arrow_bit_get(cv.bits, cv.off + (sel ? sel[k] : k)) ^ !want);
+            out->b[k] =
+                (uint8_t)(marble__arrow_bit_get(cv.bits, cv.off + (sel ? sel[k] : k)) ^ !want);
         return MARBLE_OK;
     }
     marble__vec *t;
@@ -1310,14 +1394,20 @@ done:
 static int eval_node(ctx *c, const bnode *nd, const uint32_t *sel, int64_t n, marble__vec *out)
 {
     switch (nd->op) {
-    case B_COL: return eval_col(c, nd, sel, n, out);
-    case B_LIT: return eval_lit(c, nd, n, out);
+    case B_COL:
+        return eval_col(c, nd, sel, n, out);
+    case B_LIT:
+        return eval_lit(c, nd, n, out);
     case B_AND:
-    case B_OR: return eval_logic(c, nd, sel, n, out);
+    case B_OR:
+        return eval_logic(c, nd, sel, n, out);
     case B_CMP:
-    case B_ARITH: return eval_binary(c, nd, sel, n, out);
-    case B_IN: return eval_in(c, nd, sel, n, out);
-    default: return eval_unary(c, nd, sel, n, out);
+    case B_ARITH:
+        return eval_binary(c, nd, sel, n, out);
+    case B_IN:
+        return eval_in(c, nd, sel, n, out);
+    default:
+        return eval_unary(c, nd, sel, n, out);
     }
 }
 
@@ -1366,9 +1456,9 @@ static int select_col_cmp(ctx *c, const bnode *nd, const bnode *col, int as_doub
     int ok = id == MARBLE_ARROW_INT32 || id == MARBLE_ARROW_DATE32 || id == MARBLE_ARROW_INT64 ||
              id == MARBLE_ARROW_TIMESTAMP || id == MARBLE_ARROW_FLOAT32 ||
              id == MARBLE_ARROW_FLOAT64 ||
-             (!as_double && (id == MARBLE_ARROW_INT8 || id == MARBLE_ARROW_INT16 ||
-                             id == MARBLE_ARROW_UINT8 || id == MARBLE_ARROW_UINT16 ||
-                             id == MARBLE_ARROW_UINT32));
+             (!as_double &&
+              (id == MARBLE_ARROW_INT8 || id == MARBLE_ARROW_INT16 || id == MARBLE_ARROW_UINT8 ||
+               id == MARBLE_ARROW_UINT16 || id == MARBLE_ARROW_UINT32));
     if (!ok) return MARBLE_ERR_UNSUPPORTED;
     colv cv;
     MARBLE_RETURN_NOT_OK(col_open(c, col, &cv));
@@ -1382,22 +1472,33 @@ static int select_col_cmp(ctx *c, const bnode *nd, const bnode *col, int as_doub
     if (nd->b->kind == MARBLE_DATUM_DOUBLE) {
         switch (id) {
         case MARBLE_ARROW_INT32:
-        case MARBLE_ARROW_DATE32: DIRECT(int32_t, double, lit->d);
+        case MARBLE_ARROW_DATE32:
+            DIRECT(int32_t, double, lit->d);
         case MARBLE_ARROW_INT64:
-        case MARBLE_ARROW_TIMESTAMP: DIRECT(int64_t, double, lit->d);
-        case MARBLE_ARROW_FLOAT32: DIRECT(float, double, lit->d);
-        default: DIRECT(double, double, lit->d);
+        case MARBLE_ARROW_TIMESTAMP:
+            DIRECT(int64_t, double, lit->d);
+        case MARBLE_ARROW_FLOAT32:
+            DIRECT(float, double, lit->d);
+        default:
+            DIRECT(double, double, lit->d);
         }
     }
     switch (id) {
-    case MARBLE_ARROW_INT8: DIRECT(int8_t, int64_t, lit->i);
-    case MARBLE_ARROW_INT16: DIRECT(int16_t, int64_t, lit->i);
+    case MARBLE_ARROW_INT8:
+        DIRECT(int8_t, int64_t, lit->i);
+    case MARBLE_ARROW_INT16:
+        DIRECT(int16_t, int64_t, lit->i);
     case MARBLE_ARROW_INT32:
-    case MARBLE_ARROW_DATE32: DIRECT(int32_t, int64_t, lit->i);
-    case MARBLE_ARROW_UINT8: DIRECT(uint8_t, int64_t, lit->i);
-    case MARBLE_ARROW_UINT16: DIRECT(uint16_t, int64_t, lit->i);
-    case MARBLE_ARROW_UINT32: DIRECT(uint32_t, int64_t, lit->i);
-    default: DIRECT(int64_t, int64_t, lit->i);
+    case MARBLE_ARROW_DATE32:
+        DIRECT(int32_t, int64_t, lit->i);
+    case MARBLE_ARROW_UINT8:
+        DIRECT(uint8_t, int64_t, lit->i);
+    case MARBLE_ARROW_UINT16:
+        DIRECT(uint16_t, int64_t, lit->i);
+    case MARBLE_ARROW_UINT32:
+        DIRECT(uint32_t, int64_t, lit->i);
+    default:
+        DIRECT(int64_t, int64_t, lit->i);
     }
 }
 
@@ -1493,8 +1594,8 @@ static int ctx_open(ctx *c, const struct ArrowArray *batch, const uint32_t *sel,
     c->err = err;
     if (!batch || n < 0 || n > (int64_t)UINT32_MAX + 1 || (!sel && n > batch->length))
         return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
-                                "bad evaluation range (%lld rows of a batch of %lld)",
-                                (long long)n, batch ? (long long)batch->length : 0LL);
+                                "bad evaluation range (%lld rows of a batch of %lld)", (long long)n,
+                                batch ? (long long)batch->length : 0LL);
     if (!(c->sc = scratch_get()))
         return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory for expression scratch");
     return MARBLE_OK;
@@ -1522,6 +1623,7 @@ int marble__expr_select(const marble__bound *b, const struct ArrowArray *batch,
                         marble_error *err)
 {
     *n_out = 0;
+    if (is_null_lit(b->root)) return MARBLE_OK;
     if (b->root->kind != MARBLE_DATUM_BOOL)
         return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
                                 "a filter needs a boolean predicate, not %s",

@@ -192,6 +192,7 @@ static int ms_get_next(struct ArrowArrayStream *st, struct ArrowArray *out)
         m->chunk[filled].batch = (uint32_t)in->slot;
         m->chunk[filled].row = (uint32_t)in->row;
         m->chunk[filled].order = 0;
+        m->chunk[filled].prefix = 0;
         filled++;
         if (++in->row == m->tab[in->slot].a.length) {
             if (advance(m, i) != MARBLE_OK) return to_errno(m->code);

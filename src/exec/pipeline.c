@@ -541,6 +541,15 @@ static int check_batch(const struct ArrowSchema *schema, const struct ArrowArray
                                 "for a schema of %lld columns",
                                 (long long)morsel, (long long)b->n_children, (long long)b->length,
                                 (long long)schema->n_children);
+    for (int64_t c = 0; c < b->n_children; c++) {
+        const struct ArrowArray *col = b->children[c];
+        if (!col || !col->release || col->length < b->offset + b->length || col->offset < 0)
+            return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
+                                    "source morsel %lld gave a batch whose column '%s' is shorter "
+                                    "than the batch",
+                                    (long long)morsel,
+                                    schema->children[c]->name ? schema->children[c]->name : "");
+    }
     return MARBLE_OK;
 }
 
@@ -695,7 +704,11 @@ static int bstep(btask *t, int budget, const marble_task_ctx *ctx, int *finished
                 *finished = 1;
                 return MARBLE_OK;
             }
-            MARBLE_RETURN_NOT_OK(x->src.open(x->src.ud, m, &t->cursor, err));
+            int orc = x->src.open(x->src.ud, m, &t->cursor, err);
+            if (orc != MARBLE_OK) {
+                t->cursor = NULL;
+                return orc;
+            }
             t->morsel = m;
             t->seq = 0;
         }
@@ -1006,7 +1019,11 @@ static int stream_pull(exec *x, struct ArrowArray *out, marble_error *err)
             if (x->icur_morsel < 0) {
                 if (x->next_claim >= x->n) return MARBLE_OK;
                 int64_t m = x->next_claim++;
-                MARBLE_RETURN_NOT_OK(x->src.open(x->src.ud, m, &x->icursor, err));
+                int orc = x->src.open(x->src.ud, m, &x->icursor, err);
+                if (orc != MARBLE_OK) {
+                    x->icursor = NULL;
+                    return orc;
+                }
                 x->icur_morsel = m;
             }
             struct ArrowArray b;

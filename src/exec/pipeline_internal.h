@@ -46,9 +46,10 @@ int marble__batch_slice(marble__shared *s, int64_t off, int64_t len, struct Arro
 /* ---- gathers --------------------------------------------------------------------------------- */
 
 typedef struct marble__rowref {
-    uint32_t batch; /* index into the batch table */
-    uint32_t row;   /* logical row of that batch */
-    uint64_t order; /* tie-breaker: morsel << 40 | row sequence inside the morsel */
+    uint32_t batch;  /* index into the batch table */
+    uint32_t row;    /* logical row of that batch */
+    uint64_t order;  /* tie-breaker: morsel << 40 | row sequence inside the morsel */
+    uint64_t prefix; /* sort: the first key normalized (marble__sort_prefix) */
 } marble__rowref;
 
 /* Copies column `col` of rows (refs[k].batch, refs[k].row), or of (0, rows[k]) when refs is NULL,
@@ -85,11 +86,16 @@ typedef struct marble__colview {
 
 /* Checks that `field` is a column type that can be compared (every supported flat type). */
 int marble__colview_check(const struct ArrowSchema *field, const char *what, marble_error *err);
+/* The MARBLE__CV_* kind of a column type (MARBLE__CV_NULL for unsupported ones). */
+int marble__colview_kind(const struct ArrowSchema *field);
 void marble__colview_init(const struct ArrowSchema *field, const struct ArrowArray *batch, int col,
                           marble__colview *v);
 int marble__colview_is_null(const marble__colview *v, int64_t row);
 /* <0, 0, >0 comparing two non-null values of the same column type (NaN sorts after numbers). */
 int marble__colview_cmp(const marble__colview *a, int64_t i, const marble__colview *b, int64_t j);
+/* An unsigned 64-bit image of the key's value at `row` that orders as the key does (direction and
+ * NULL placement included) whenever two images differ; equal images need a full comparison. */
+uint64_t marble__sort_prefix(const marble_sort_key *key, const marble__colview *v, int64_t row);
 /* Compares row i of views a[0..n) with row j of b[0..n) by the sort keys (key k uses a[k], b[k]).
  */
 int marble__rows_cmp(const marble_sort_key *keys, size_t n, const marble__colview *a, int64_t i,

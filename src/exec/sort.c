@@ -12,6 +12,7 @@ struct marble__sort_local {
     const marble_sort_key *keys;
     size_t n_keys;
     int64_t limit;
+    int exact_prefix; /* equal prefixes other than 0, MAX - 1 and MAX mean equal first keys */
     marble__memacct mem;
     struct ArrowArray *batches;
     marble__colview *views; /* n_keys per batch */
@@ -32,6 +33,9 @@ int marble__sort_local_create(const struct ArrowSchema *schema, const marble_sor
     l->keys = keys;
     l->n_keys = n_keys;
     l->limit = limit;
+    int kind = marble__colview_kind(schema->children[keys[0].column]);
+    l->exact_prefix = kind == MARBLE__CV_INT || kind == MARBLE__CV_UINT ||
+                      kind == MARBLE__CV_FLOAT || kind == MARBLE__CV_BOOL;
     l->mem.budget = mem;
     l->mem.what = limit >= 0 ? "top-N buffer" : "sort buffer";
     *out = l;
@@ -105,8 +109,11 @@ static int reserve_refs(marble__sort_local *l, size_t more, marble_error *err)
 static inline int ref_cmp(const marble__sort_local *la, const marble__rowref *a,
                           const marble__sort_local *lb, const marble__rowref *b)
 {
-    int c = marble__rows_cmp(la->keys, la->n_keys, la->views + a->batch * la->n_keys, a->row,
-                             lb->views + b->batch * lb->n_keys, b->row);
+    if (a->prefix != b->prefix) return a->prefix < b->prefix ? -1 : 1;
+    size_t skip = la->exact_prefix && a->prefix < UINT64_MAX - 1 && a->prefix > 0;
+    int c = marble__rows_cmp(la->keys + skip, la->n_keys - skip,
+                             la->views + a->batch * la->n_keys + skip, a->row,
+                             lb->views + b->batch * lb->n_keys + skip, b->row);
     if (c) return c;
     return (a->order > b->order) - (a->order < b->order);
 }
@@ -179,13 +186,15 @@ int marble__sort_consume(marble__sort_local *l, struct ArrowArray *batch, const 
             r->batch = bi;
             r->row = sel ? sel[k] : (uint32_t)k;
             r->order = base | (uint64_t)(*seq)++;
+            r->prefix = marble__sort_prefix(&l->keys[0], &l->views[bi * l->n_keys], r->row);
         }
         return MARBLE_OK;
     }
     size_t cap = (size_t)l->limit;
     int64_t kept = 0;
     for (int64_t k = 0; k < n; k++) {
-        marble__rowref r = {bi, sel ? sel[k] : (uint32_t)k, base | (uint64_t)(*seq)++};
+        marble__rowref r = {bi, sel ? sel[k] : (uint32_t)k, base | (uint64_t)(*seq)++, 0};
+        r.prefix = marble__sort_prefix(&l->keys[0], &l->views[bi * l->n_keys], r.row);
         if (l->n_r < cap) {
             MARBLE_RETURN_NOT_OK(reserve_refs(l, 1, err));
             l->refs[l->n_r++] = r;

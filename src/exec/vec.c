@@ -58,10 +58,18 @@ int marble__vec_reset(marble__vec *v, marble_datum_kind kind, int64_t n, marble_
     v->valid = NULL;
     v->arena_used = 0;
     switch (kind) {
-    case MARBLE_DATUM_DOUBLE: v->d = v->mem; break;
-    case MARBLE_DATUM_BOOL: v->b = v->mem; break;
-    case MARBLE_DATUM_STRING: v->s = v->mem; break;
-    default: v->i = v->mem; break;
+    case MARBLE_DATUM_DOUBLE:
+        v->d = v->mem;
+        break;
+    case MARBLE_DATUM_BOOL:
+        v->b = v->mem;
+        break;
+    case MARBLE_DATUM_STRING:
+        v->s = v->mem;
+        break;
+    default:
+        v->i = v->mem;
+        break;
     }
     return MARBLE_OK;
 }
@@ -146,7 +154,8 @@ int marble__vec_to_arrow(const marble__vec *v, struct ArrowArray *out, marble_er
     default: {
         void *vals = marble__arrow_array_alloc_buffer(out, 1, n * 8);
         if (!vals) goto oom;
-        if (n) memcpy(vals, v->kind == MARBLE_DATUM_DOUBLE ? (const void *)v->d : v->i, (size_t)n * 8);
+        if (n)
+            memcpy(vals, v->kind == MARBLE_DATUM_DOUBLE ? (const void *)v->d : v->i, (size_t)n * 8);
         break;
     }
     }
@@ -198,7 +207,13 @@ int marble__array_take(const struct ArrowSchema *field, const struct ArrowArray 
     }
     int64_t base = col->offset;
     const uint8_t *bitmap = col->buffers[0];
-    int all_null = col->null_count != 0 && !bitmap && col->null_count == col->length;
+    int all_null = col->null_count > 0 && !bitmap;
+    if (all_null && col->null_count != col->length) {
+        out->release(out);
+        return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
+                                "column '%s' has %lld nulls but no validity bitmap", name,
+                                (long long)col->null_count);
+    }
     out->null_count = 0;
     if (col->null_count != 0 && (bitmap || all_null)) {
         uint8_t *bits = marble__arrow_array_alloc_buffer(out, 0, marble__arrow_bitmap_bytes(n));
@@ -256,10 +271,18 @@ int marble__array_take(const struct ArrowSchema *field, const struct ArrowArray 
     void *vals = marble__arrow_array_alloc_buffer(out, 1, n * w);
     if (!vals) goto oom;
     switch (w) {
-    case 1: GATHER(uint8_t); break;
-    case 2: GATHER(uint16_t); break;
-    case 4: GATHER(uint32_t); break;
-    case 8: GATHER(uint64_t); break;
+    case 1:
+        GATHER(uint8_t);
+        break;
+    case 2:
+        GATHER(uint16_t);
+        break;
+    case 4:
+        GATHER(uint32_t);
+        break;
+    case 8:
+        GATHER(uint64_t);
+        break;
     default: {
         const uint8_t *src = (const uint8_t *)col->buffers[1] + base * w;
         for (int64_t k = 0; k < n; k++)
@@ -269,8 +292,8 @@ int marble__array_take(const struct ArrowSchema *field, const struct ArrowArray 
     return MARBLE_OK;
 oom:
     out->release(out);
-    return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "column '%s': out of memory gathering %lld rows",
-                            name, (long long)n);
+    return marble_error_set(err, MARBLE_ERR_NO_MEMORY,
+                            "column '%s': out of memory gathering %lld rows", name, (long long)n);
 }
 
 int marble__batch_take(const struct ArrowSchema *schema, const struct ArrowArray *batch, int i,

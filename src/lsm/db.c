@@ -2168,6 +2168,7 @@ int marble_db_snapshot_create(marble_db *db, marble_snapshot **out, marble_error
     db->snapshots.prev = s;
     db->live_snapshots++;
     pthread_mutex_unlock(&db->mu);
+    marble__db_res_add(db, &s->res, "snapshot at sequence %llu", (unsigned long long)s->seq);
     *out = s;
     return MARBLE_OK;
 }
@@ -2181,6 +2182,7 @@ void marble_db_snapshot_release(marble_snapshot *s)
     s->next->prev = s->prev;
     db->live_snapshots--;
     pthread_mutex_unlock(&db->mu);
+    marble__db_res_remove(db, &s->res);
     free(s);
 }
 
@@ -2360,6 +2362,7 @@ static void db_free(marble_db *db)
     pthread_mutex_destroy(&db->wmu);
     pthread_mutex_destroy(&db->mu);
     pthread_mutex_destroy(&db->tc_mu);
+    marble__db_res_destroy(db);
     pthread_cond_destroy(&db->cv);
     free(db->uri);
     free(db->wal_uri);
@@ -2410,6 +2413,7 @@ int marble_db_open(const char *uri, const marble_db_options *opts, marble_db **o
     pthread_mutex_init(&db->wq_mu, NULL);
     pthread_mutex_init(&db->mu, NULL);
     pthread_mutex_init(&db->tc_mu, NULL);
+    marble__db_res_init(db);
     pthread_cond_init(&db->cv, NULL);
     marble__rate_limiter_init(&db->rate, o.compaction_rate_limit);
     db->snapshots.next = db->snapshots.prev = &db->snapshots;
@@ -2580,14 +2584,14 @@ int marble_db_close(marble_db *db, marble_error *err)
 {
     if (!db) return MARBLE_OK;
     pthread_mutex_lock(&db->mu);
-    long streams = atomic_load_explicit(&db->live_streams, memory_order_relaxed);
-    if (db->live_snapshots || streams) {
-        long snaps = db->live_snapshots;
+    char live[200];
+    size_t nlive = marble__db_res_describe(db, live, sizeof live);
+    if (nlive) {
         pthread_mutex_unlock(&db->mu);
         return marble_error_set(err, MARBLE_ERR_BUSY,
-                                "database %s: %ld snapshot(s) and %ld iterator(s)/stream(s) are "
-                                "still live; release them before closing",
-                                db->uri, snaps, streams);
+                                "database %s: %zu resource(s) still live (%s); release them (or "
+                                "let the jobs finish) before closing",
+                                db->uri, nlive, live);
     }
     db->closing = 1;
     while (db->flush_running || db->compactions_running)

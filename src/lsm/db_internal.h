@@ -72,10 +72,17 @@ typedef struct marble__readview {
     uint64_t seq;
 } marble__readview;
 
+/* A live resource or running job in the database's registry (resources.c). */
+typedef struct marble__res {
+    struct marble__res *prev, *next; /* NULL when not registered */
+    char what[128];                  /* "scan stream of table 'orders'" */
+} marble__res;
+
 struct marble_snapshot {
     marble_db *db;
     uint64_t seq;
     marble_snapshot *prev, *next;
+    marble__res res;
 };
 
 struct marble_db {
@@ -114,6 +121,8 @@ struct marble_db {
 
     marble_snapshot snapshots; /* sentinel of a circular list, under mu */
     atomic_long live_streams;  /* streams, iterators */
+    pthread_mutex_t res_mu;    /* guards the registry list only; taken last, never held */
+    marble__res res_head;      /* sentinel of the live-resource registry (resources.c) */
     long live_snapshots;
 
     /* background work */
@@ -149,6 +158,15 @@ struct marble_db {
     atomic_uint_fast64_t st_bytes_flushed, st_bytes_compacted_read, st_bytes_compacted_written;
     atomic_uint_fast64_t st_user_bytes, st_rows_written, st_gets, st_scans;
 };
+
+/* The live-resource registry: add when an object that outlives the call is handed out (or a long
+ * job starts), remove when it is released. describe writes up to 4 entries ("a; b; and N more")
+ * and returns how many are live. */
+void marble__db_res_init(marble_db *db);
+void marble__db_res_destroy(marble_db *db);
+void marble__db_res_add(marble_db *db, marble__res *r, const char *fmt, ...) MARBLE_PRINTF(3, 4);
+void marble__db_res_remove(marble_db *db, marble__res *r);
+size_t marble__db_res_describe(marble_db *db, char *buf, size_t cap);
 
 /* Tables (under mu, or from a reader holding a reference). */
 marble__table *marble__db_find_table(marble_db *db, const char *name); /* ref'd or NULL */

@@ -416,6 +416,7 @@ int marble__db_table_iter_files(marble_db *db, const marble__table *t, const mar
 
 typedef struct scan_state {
     marble_db *db;
+    marble__res res;
     marble__table *t;
     marble__readview rv;
     marble__iter *it;
@@ -462,6 +463,7 @@ static void scan_release(struct ArrowArrayStream *st)
         free(s->run);
         marble__table_unref(s->t);
         atomic_fetch_sub_explicit(&s->db->live_streams, 1, memory_order_relaxed);
+        marble__db_res_remove(s->db, &s->res);
         free(s);
     }
     st->private_data = NULL;
@@ -978,6 +980,7 @@ static int scan_open(marble_db *db, marble__table *t, const marble_key_range *ra
             marble__iter_seek_to_first(s->it);
     }
     atomic_fetch_add_explicit(&db->live_streams, 1, memory_order_relaxed);
+    marble__db_res_add(db, &s->res, "scan stream of table '%s'", t->name);
     out->private_data = s;
     out->release = scan_release;
     if (rc != MARBLE_OK) {
@@ -1024,6 +1027,7 @@ int marble_db_scan_prefix(marble_db *db, const char *table, marble_key prefix,
 
 struct marble_kv_iter {
     marble_db *db;
+    marble__res res;
     marble__table *t;
     marble__readview rv;
     marble__iter *it;
@@ -1051,6 +1055,7 @@ int marble_kv_iter_create(marble_db *db, const marble_read_options *ro, marble_k
         return rc;
     }
     atomic_fetch_add_explicit(&db->live_streams, 1, memory_order_relaxed);
+    marble__db_res_add(db, &it->res, "key-value iterator");
     *out = it;
     return MARBLE_OK;
 }
@@ -1064,6 +1069,7 @@ void marble_kv_iter_destroy(marble_kv_iter *it)
     marble__bytes_free(&it->key);
     marble__bytes_free(&it->scratch);
     atomic_fetch_sub_explicit(&it->db->live_streams, 1, memory_order_relaxed);
+    marble__db_res_remove(it->db, &it->res);
     free(it);
 }
 

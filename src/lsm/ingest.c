@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "lsm/db_internal.h"
+#include "marble/base.h"
 #include "marble/csv.h"
 
 #define PUT_SLICE_ROWS 16384
@@ -466,6 +467,19 @@ static int job_push(ing_job *j, ing_batch *b, marble_error *err)
     return MARBLE_OK;
 }
 
+/* Waits for the SSTable writers, reporting progress every 20 ms meanwhile (a caller's progress
+ * callback is where it may notice an interrupt and cancel). */
+static int wait_jobs(marble_group *grp, const marble_ingest_options *o, int64_t rows,
+                     uint64_t bytes, marble_error *err)
+{
+    while (o->progress && marble_group_pending(grp) > 0 &&
+           !marble_cancel_token_is_cancelled(o->cancel)) {
+        marble_sleep_ns(20 * 1000000);
+        o->progress(o->progress_ud, rows, (int64_t)bytes);
+    }
+    return marble_group_wait(grp, err);
+}
+
 int marble_db_ingest(marble_db *db, const char *table, struct ArrowArrayStream *input,
                      const marble_ingest_options *o, marble_ingest_stats *stats, marble_error *err)
 {
@@ -560,10 +574,9 @@ int marble_db_ingest(marble_db *db, const char *table, struct ArrowArrayStream *
         }
         int64_t bad = -1;
         for (int64_t r = 0; r < b->src.length; r++) {
-            size_t kl;
+            size_t kl, pl = prev.len;
             const uint8_t *k = batch_key(b, r, &kl);
-            const uint8_t *pk = r ? batch_key(b, r - 1, &(size_t){0}) : prev.data;
-            size_t pl = r ? b->koff[r] - b->koff[r - 1] : prev.len;
+            const uint8_t *pk = r ? batch_key(b, r - 1, &pl) : prev.data;
             if ((r || have_prev) && keycmp(pk, pl, k, kl) >= 0) {
                 bad = r;
                 break;
@@ -602,7 +615,7 @@ int marble_db_ingest(marble_db *db, const char *table, struct ArrowArrayStream *
                      : marble_error_set(err, MARBLE_ERR_SHUTDOWN, "ingest: cannot spawn a task");
             cur = NULL;
             if (rc == MARBLE_OK && ++inflight >= max_jobs) {
-                rc = marble_group_wait(&grp, err);
+                rc = wait_jobs(&grp, &opts, rows, bytes, err);
                 inflight = 0;
             }
             if (rc != MARBLE_OK) break;
@@ -615,7 +628,7 @@ int marble_db_ingest(marble_db *db, const char *table, struct ArrowArrayStream *
                  : marble_error_set(err, MARBLE_ERR_SHUTDOWN, "ingest: cannot spawn a task");
     {
         marble_error we = {0};
-        int wrc = marble_group_wait(&grp, &we);
+        int wrc = wait_jobs(&grp, &opts, rows, bytes, &we);
         if (rc == MARBLE_OK && wrc != MARBLE_OK) {
             rc = wrc;
             if (err) *err = we;
@@ -658,7 +671,6 @@ int marble_db_ingest(marble_db *db, const char *table, struct ArrowArrayStream *
             if (rc == MARBLE_OK) {
                 st.rows += a.length;
                 st.rows_put += a.length;
-                bytes += 0;
             }
             marble_arrow_array_release(&a);
         }
@@ -714,6 +726,7 @@ typedef struct file_in {
     marble_file *f;
     const char *uri;
     uint64_t off;
+    atomic_uint_fast64_t seen; /* off, for progress reports from the consuming thread */
 } file_in;
 
 static int in_read(file_in *in, void *buf, size_t n, size_t *got, marble_error *err)
@@ -726,6 +739,7 @@ static int in_read(file_in *in, void *buf, size_t n, size_t *got, marble_error *
         if (k == 0) break;
         done += k;
         in->off += k;
+        atomic_store_explicit(&in->seen, in->off, memory_order_relaxed);
     }
     *got = done;
     return MARBLE_OK;
@@ -737,6 +751,7 @@ static int csv_read(void *ctx, void *buf, size_t cap, size_t *got, marble_error 
     size_t k = 0;
     MARBLE_RETURN_NOT_OK(marble_file_read(in->f, in->off, buf, cap, &k, err));
     in->off += k;
+    atomic_store_explicit(&in->seen, in->off, memory_order_relaxed);
     *got = k;
     return MARBLE_OK;
 }
@@ -753,6 +768,7 @@ typedef struct ipc_in {
     size_t schema_len;
     uint8_t peek[8];
     size_t npeek;
+    int is_file;
     int eos;
     marble_error err;
 } ipc_in;
@@ -817,6 +833,10 @@ static int ipc_message(ipc_in *s, uint8_t **msg, size_t *len, marble_error *err)
     }
     if (got < 4) return ipc_corrupt(s, err, "truncated message header");
     uint32_t ml = rd32(h);
+    if (s->is_file && ml != 0xFFFFFFFFu) { /* no end-of-stream marker: the footer follows */
+        s->eos = 1;
+        return MARBLE_OK;
+    }
     if (ml == 0xFFFFFFFFu) {
         MARBLE_RETURN_NOT_OK(ipc_read(s, h, 4, &got, err));
         if (got < 4) return ipc_corrupt(s, err, "truncated message header");
@@ -942,12 +962,14 @@ static int ipc_open(marble_file *f, const char *uri, struct ArrowArrayStream *ou
 {
     ipc_in *s = calloc(1, sizeof *s);
     if (!s) return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
-    s->in = (file_in){f, uri, 0};
+    s->in.f = f;
+    s->in.uri = uri;
     size_t got = 0;
     int rc = in_read(&s->in, s->peek, 8, &got, err);
     if (rc == MARBLE_OK) {
         if (got >= 6 && memcmp(s->peek, "ARROW1", 6) == 0) {
             s->npeek = 0; /* the file's header: the stream follows */
+            s->is_file = 1;
             if (got < 8) rc = ipc_corrupt(s, err, "truncated file header");
         } else if (got == 8 && rd32(s->peek) == 0xFFFFFFFFu) {
             s->npeek = 8;
@@ -1005,6 +1027,133 @@ static void csv_release(struct ArrowArrayStream *st)
     st->release = NULL; /* the importer frees the state and the reader */
 }
 
+/* Reads an input stream ahead on a thread of its own (parsing CSV or decoding IPC there) while
+ * the ingest validates, encodes keys and hands batches to the SSTable writers: up to
+ * PREFETCH_BATCHES batches wait in between. The inner stream is used by that thread only. */
+#define PREFETCH_BATCHES 4
+
+typedef struct prefetch {
+    struct ArrowArrayStream inner;
+    pthread_t th;
+    int started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct ArrowArray q[PREFETCH_BATCHES];
+    int head, n;
+    int done, stop, code;
+    char msg[MARBLE_ERROR_MESSAGE_SIZE];
+} prefetch;
+
+static void *prefetch_main(void *arg)
+{
+    prefetch *p = arg;
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        while (p->n == PREFETCH_BATCHES && !p->stop)
+            pthread_cond_wait(&p->cv, &p->mu);
+        int stop = p->stop;
+        pthread_mutex_unlock(&p->mu);
+        if (stop) break;
+        struct ArrowArray a;
+        memset(&a, 0, sizeof a);
+        int rc = p->inner.get_next(&p->inner, &a);
+        pthread_mutex_lock(&p->mu);
+        if (rc != 0) {
+            const char *m = p->inner.get_last_error ? p->inner.get_last_error(&p->inner) : NULL;
+            snprintf(p->msg, sizeof p->msg, "%s", m ? m : "");
+            p->code = rc;
+            p->done = 1;
+        } else if (!a.release) {
+            p->done = 1;
+        } else {
+            marble_arrow_array_move(&a, &p->q[(p->head + p->n) % PREFETCH_BATCHES]);
+            p->n++;
+        }
+        int done = p->done;
+        pthread_cond_broadcast(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+        if (done) break;
+    }
+    return NULL;
+}
+
+static int prefetch_schema(struct ArrowArrayStream *st, struct ArrowSchema *out)
+{
+    prefetch *p = st->private_data;
+    int rc = p->inner.get_schema(&p->inner, out); /* before the thread starts */
+    if (rc != 0) {
+        const char *m = p->inner.get_last_error ? p->inner.get_last_error(&p->inner) : NULL;
+        snprintf(p->msg, sizeof p->msg, "%s", m ? m : "");
+    }
+    return rc;
+}
+
+static int prefetch_next(struct ArrowArrayStream *st, struct ArrowArray *out)
+{
+    prefetch *p = st->private_data;
+    memset(out, 0, sizeof *out);
+    if (!p->started) {
+        if (pthread_create(&p->th, NULL, prefetch_main, p) != 0) {
+            snprintf(p->msg, sizeof p->msg, "cannot start the reading thread");
+            return EAGAIN;
+        }
+        p->started = 1;
+    }
+    pthread_mutex_lock(&p->mu);
+    while (p->n == 0 && !p->done)
+        pthread_cond_wait(&p->cv, &p->mu);
+    int rc = 0;
+    if (p->n) {
+        marble_arrow_array_move(&p->q[p->head], out);
+        p->head = (p->head + 1) % PREFETCH_BATCHES;
+        p->n--;
+        pthread_cond_broadcast(&p->cv);
+    } else {
+        rc = p->code;
+    }
+    pthread_mutex_unlock(&p->mu);
+    return rc;
+}
+
+static const char *prefetch_error(struct ArrowArrayStream *st)
+{
+    prefetch *p = st->private_data;
+    return p->msg; /* written before the error code was handed out */
+}
+
+static void prefetch_release(struct ArrowArrayStream *st)
+{
+    prefetch *p = st->private_data;
+    pthread_mutex_lock(&p->mu);
+    p->stop = 1;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    if (p->started) pthread_join(p->th, NULL);
+    for (int i = 0; i < p->n; i++)
+        marble_arrow_array_release(&p->q[(p->head + i) % PREFETCH_BATCHES]);
+    marble_arrow_stream_release(&p->inner);
+    pthread_cond_destroy(&p->cv);
+    pthread_mutex_destroy(&p->mu);
+    free(p);
+    st->release = NULL;
+}
+
+/* Wraps *st (moved into the wrapper) in a read-ahead stream. */
+static int prefetch_wrap(struct ArrowArrayStream *st, marble_error *err)
+{
+    prefetch *p = calloc(1, sizeof *p);
+    if (!p) return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    marble_arrow_stream_move(st, &p->inner);
+    st->get_schema = prefetch_schema;
+    st->get_next = prefetch_next;
+    st->get_last_error = prefetch_error;
+    st->release = prefetch_release;
+    st->private_data = p;
+    return MARBLE_OK;
+}
+
 typedef struct import_progress {
     marble_progress_fn fn;
     void *ud;
@@ -1015,7 +1164,7 @@ static void import_progress_fn(void *ud, int64_t rows, int64_t bytes)
 {
     (void)bytes;
     import_progress *p = ud;
-    p->fn(p->ud, rows, (int64_t)p->in->off);
+    p->fn(p->ud, rows, (int64_t)atomic_load_explicit(&p->in->seen, memory_order_relaxed));
 }
 
 int marble_db_import_file(marble_db *db, const char *table, const char *uri,
@@ -1041,7 +1190,9 @@ int marble_db_import_file(marble_db *db, const char *table, const char *uri,
                                 ".arrows or .csv, optionally + .zst, .gz or .lz4)",
                                 uri);
     int compressed = marble_codec_from_path(uri) != MARBLE_CODEC_NONE;
-    file_in in = {NULL, uri, 0};
+    file_in in;
+    memset(&in, 0, sizeof in);
+    in.uri = uri;
     int rc = marble_fs_open(
         db->fs, uri, MARBLE_OPEN_READ | (compressed ? MARBLE_OPEN_COMPRESSED : 0), &in.f, err);
     if (rc != MARBLE_OK) return rc;
@@ -1077,7 +1228,9 @@ int marble_db_import_file(marble_db *db, const char *table, const char *uri,
     } else {
         rc = ipc_open(in.f, uri, &st, err);
     }
-    import_progress ip = {opts.ingest.progress, opts.ingest.progress_ud, &in};
+    import_progress ip = {
+        opts.ingest.progress, opts.ingest.progress_ud,
+        rc == MARBLE_OK && fmt != MARBLE_FORMAT_CSV ? &((ipc_in *)st.private_data)->in : &in};
     if (rc == MARBLE_OK && opts.ingest.progress) {
         opts.ingest.progress = import_progress_fn;
         opts.ingest.progress_ud = &ip;
@@ -1085,9 +1238,10 @@ int marble_db_import_file(marble_db *db, const char *table, const char *uri,
     if (rc == MARBLE_OK) {
         marble_ingest_stats is;
         void *sdata = st.private_data; /* the import frees it: see the releases */
+        rc = prefetch_wrap(&st, err);
         const marble_error *se =
             fmt == MARBLE_FORMAT_CSV ? &((csv_in *)sdata)->err : &((ipc_in *)sdata)->err;
-        rc = marble_db_ingest(db, table, &st, &opts.ingest, &is, err);
+        if (rc == MARBLE_OK) rc = marble_db_ingest(db, table, &st, &opts.ingest, &is, err);
         if (rc != MARBLE_OK && se->code) { /* the input's own error, with its code */
             rc = se->code;
             if (err) *err = *se;

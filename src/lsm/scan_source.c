@@ -55,6 +55,7 @@ typedef struct fast_morsel {
 
 typedef struct source {
     marble_db *db;
+    marble__res res;
     marble__table *t;
     marble__readview rv;
     marble__scan_bounds b;
@@ -702,6 +703,7 @@ static void src_release(void *ud)
     source *src = ud;
     if (!src) return;
     marble_db *db = src->db;
+    marble__db_res_remove(db, &src->res);
     src_free(src);
     atomic_fetch_sub_explicit(&db->live_streams, 1, memory_order_relaxed);
 }
@@ -809,6 +811,7 @@ int marble_db_scan_source(marble_db *db, const char *table, const marble_scan_sp
         count(&src->counters->batches_skipped, pl.batches_skipped);
     }
     atomic_fetch_add_explicit(&db->live_streams, 1, memory_order_relaxed);
+    marble__db_res_add(db, &src->res, "scan source of table '%s'", src->t->name);
     atomic_fetch_add_explicit(&db->st_scans, 1, memory_order_relaxed);
     out->ud = src;
     out->n_morsels = src->n_morsels;

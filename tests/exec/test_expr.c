@@ -7,6 +7,7 @@
 #include "marble_test.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
 
@@ -196,7 +197,9 @@ static const char *ev(tbatch *t, marble_expr *e)
         want[0] = 0;
         int64_t k = 0;
         for (const char *p = out; *p; k++) {
-            if (*p == 't' && (k & 1)) len += (size_t)snprintf(want + len, 4096 - len, "%s%lld", len ? "|" : "", (long long)k);
+            if (*p == 't' && (k & 1))
+                len += (size_t)snprintf(want + len, 4096 - len, "%s%lld", len ? "|" : "",
+                                        (long long)k);
             p = strchr(p, '|');
             if (!p) break;
             p++;
@@ -264,8 +267,9 @@ TEST(construct_and_inspect)
 
 TEST(to_string)
 {
-    ASSERT_EQ_STR(text(BIN(AND, BIN(GT, COL("v"), DBL(0.9)), in_list(COL("k"), 0, 2, INT(1), INT(2)))),
-                  "((v > 0.9) AND (k IN (1, 2)))");
+    ASSERT_EQ_STR(
+        text(BIN(AND, BIN(GT, COL("v"), DBL(0.9)), in_list(COL("k"), 0, 2, INT(1), INT(2)))),
+        "((v > 0.9) AND (k IN (1, 2)))");
     ASSERT_EQ_STR(text(in_list(COL("s"), 1, 3, STR("it's"), NUL, STR(""))),
                   "(s NOT IN ('it''s', NULL, ''))");
     ASSERT_EQ_STR(text(COL("my col")), "\"my col\"");
@@ -540,11 +544,18 @@ static void noop_schema_release(struct ArrowSchema *s)
  * magnitude; it must agree with integer division everywhere around that bound. */
 TEST(division_by_literal_near_2_53)
 {
-    static const int64_t xs[] = {((int64_t)1 << 53) - 1, -(((int64_t)1 << 53) - 1),
-                                 ((int64_t)1 << 53) - 2, ((int64_t)1 << 53) - 3, 123456789012345,
-                                 -99999999999999, 7, -7, 0};
-    static const int64_t ds[] = {3, -3, 7, 10, ((int64_t)1 << 52) + 1, ((int64_t)1 << 53) - 1,
-                                 -(((int64_t)1 << 53) - 1), 2, 1000003};
+    static const int64_t xs[] = {((int64_t)1 << 53) - 1,
+                                 -(((int64_t)1 << 53) - 1),
+                                 ((int64_t)1 << 53) - 2,
+                                 ((int64_t)1 << 53) - 3,
+                                 123456789012345,
+                                 -99999999999999,
+                                 7,
+                                 -7,
+                                 0};
+    static const int64_t ds[] = {
+        3, -3,     7, 10, ((int64_t)1 << 52) + 1, ((int64_t)1 << 53) - 1, -(((int64_t)1 << 53) - 1),
+        2, 1000003};
     for (int big = 0; big < 2; big++) {
         tbatch t;
         tb_begin(&t, "x:l");
@@ -554,21 +565,27 @@ TEST(division_by_literal_near_2_53)
             len += (size_t)snprintf(vals + len, sizeof vals - len, "%s%lld", i ? "|" : "",
                                     (long long)xs[i]);
         /* one value at 2^53 sends the batch down the integer path */
-        if (big) len += (size_t)snprintf(vals + len, sizeof vals - len, "|%lld", (long long)((int64_t)1 << 53));
+        if (big)
+            len += (size_t)snprintf(vals + len, sizeof vals - len, "|%lld|%lld",
+                                    (long long)((int64_t)1 << 53),
+                                    (long long)(((int64_t)1 << 62) + 1));
         tb_col(&t, 0, vals);
         tb_end(&t);
         for (size_t j = 0; j < sizeof ds / sizeof *ds; j++)
             for (int mod = 0; mod < 2; mod++) {
                 char want[1024];
                 size_t wl = 0;
-                size_t nx = sizeof xs / sizeof *xs + (size_t)big;
+                size_t nx = sizeof xs / sizeof *xs + (size_t)big * 2;
                 for (size_t i = 0; i < nx; i++) {
-                    int64_t x = i < sizeof xs / sizeof *xs ? xs[i] : ((int64_t)1 << 53);
+                    size_t n0 = sizeof xs / sizeof *xs;
+                    int64_t x = i < n0    ? xs[i]
+                                : i == n0 ? ((int64_t)1 << 53)
+                                          : ((int64_t)1 << 62) + 1;
                     wl += (size_t)snprintf(want + wl, sizeof want - wl, "%s%lld", i ? "|" : "",
                                            (long long)(mod ? x % ds[j] : x / ds[j]));
                 }
-                marble_expr *e = marble_expr_binary(mod ? MARBLE_OP_MOD : MARBLE_OP_DIV, COL("x"),
-                                                    INT(ds[j]));
+                marble_expr *e =
+                    marble_expr_binary(mod ? MARBLE_OP_MOD : MARBLE_OP_DIV, COL("x"), INT(ds[j]));
                 ASSERT_EQ_STR(ev(&t, e), want);
             }
         tb_free(&t);
@@ -615,14 +632,14 @@ TEST(overflow)
     uint8_t valid = 0x2;
     uint64_t uvals[3] = {UINT64_MAX, 7, UINT64_MAX};
     const void *bufs[2] = {&valid, vals}, *ubufs[2] = {&valid, uvals};
-    struct ArrowArray col = {.length = 3, .null_count = 2, .n_buffers = 2, .buffers = bufs,
-                             .release = noop_release};
-    struct ArrowArray ucol = {.length = 3, .null_count = -1, .n_buffers = 2, .buffers = ubufs,
-                              .release = noop_release};
+    struct ArrowArray col = {
+        .length = 3, .null_count = 2, .n_buffers = 2, .buffers = bufs, .release = noop_release};
+    struct ArrowArray ucol = {
+        .length = 3, .null_count = -1, .n_buffers = 2, .buffers = ubufs, .release = noop_release};
     struct ArrowArray *kids[2] = {&col, &ucol};
     const void *nobuf[1] = {NULL};
-    struct ArrowArray batch = {.length = 3, .n_buffers = 1, .buffers = nobuf, .n_children = 2,
-                               .children = kids};
+    struct ArrowArray batch = {
+        .length = 3, .n_buffers = 1, .buffers = nobuf, .n_children = 2, .children = kids};
     tbatch f;
     tb_begin(&f, "v:l,w:L");
     f.batch = batch;
@@ -695,8 +712,7 @@ TEST(in_lists)
     ASSERT_EQ_STR(ev(&t, in_list(COL("x"), 1, 0)), "t|t|t|~|t|t");
     ASSERT_EQ_STR(ev(&t, in_list(COL("x"), 0, 3, DBL(2.0), DBL(3.5), INT(0))), "f|t|f|~|f|t");
     ASSERT_EQ_STR(ev(&t, in_list(NUL, 0, 2, INT(1), INT(3))), "~|~|~|~|~|~");
-    ASSERT_EQ_STR(ev(&t, in_list(BIN(ADD, COL("x"), INT(1)), 0, 2, INT(3), INT(6))),
-                  "f|t|f|~|t|f");
+    ASSERT_EQ_STR(ev(&t, in_list(BIN(ADD, COL("x"), INT(1)), 0, 2, INT(3), INT(6))), "f|t|f|~|t|f");
     ASSERT_EQ_STR(ev(&t, in_list(COL("d"), 0, 3, DBL(2.5), DBL(0), DBL(NAN))), "f|t|t|~|f|f");
     ASSERT_EQ_STR(ev(&t, in_list(COL("d"), 1, 2, INT(1), INT(3))), "f|t|t|~|t|f");
     ASSERT_EQ_STR(ev(&t, in_list(COL("s"), 0, 3, STR("ab"), STR(""), STR("zz"))), "f|t|~|f|t|t");
@@ -959,9 +975,9 @@ TEST(take_every_type)
     tbatch t;
     tb_begin(&t, "c8:c,c16:s,c32:i,c64:l,u8:C,u16:S,u32:I,u64:L,f32:f,f64:g,b:b,dt:tdD,ts:tsu:UTC,"
                  "u:u,lu:U,bi:z,lb:Z,fs:w:2,nn:n,nv:l");
-    const char *vals[] = {"1|-2|~|4|5|6|-7|8|~|10", "1|2|~|4|5|6|7|8|~|10",
+    const char *vals[] = {"1|-2|~|4|5|6|-7|8|~|10",    "1|2|~|4|5|6|7|8|~|10",
                           "1.5|2|~|4|5|6|7|8.25|~|10", "t|f|~|t|t|f|f|t|~|f",
-                          "a|bb|~|dddd||f|g|hh|~|j", "aa|bb|~|dd|ee|ff|gg|hh|~|jj"};
+                          "a|bb|~|dddd||f|g|hh|~|j",   "aa|bb|~|dd|ee|ff|gg|hh|~|jj"};
     for (int c = 0; c < 4; c++)
         tb_col(&t, c, vals[0]);
     for (int c = 4; c < 8; c++)
@@ -1078,10 +1094,14 @@ static marble_expr *gen_leaf(int kind)
 {
     if (rn(12) == 0) return NUL;
     switch (kind) {
-    case K_INT: return rn(3) ? COL(int_cols[rn(4)]) : gen_int_lit();
-    case K_DBL: return rn(3) ? COL(dbl_cols[rn(2)]) : gen_dbl_lit();
-    case K_BOOL: return rn(4) ? COL(bool_cols[rn(2)]) : BOOL(rn(2));
-    default: return rn(3) ? COL(str_cols[rn(2)]) : pool_str();
+    case K_INT:
+        return rn(3) ? COL(int_cols[rn(4)]) : gen_int_lit();
+    case K_DBL:
+        return rn(3) ? COL(dbl_cols[rn(2)]) : gen_dbl_lit();
+    case K_BOOL:
+        return rn(4) ? COL(bool_cols[rn(2)]) : BOOL(rn(2));
+    default:
+        return rn(3) ? COL(str_cols[rn(2)]) : pool_str();
     }
 }
 
@@ -1121,22 +1141,27 @@ static marble_expr *gen(int kind, int depth)
     }
     case K_BOOL:
         switch (rn(8)) {
-        case 0: return BIN(AND, gen(K_BOOL, depth - 1), gen(K_BOOL, depth - 1));
-        case 1: return BIN(OR, gen(K_BOOL, depth - 1), gen(K_BOOL, depth - 1));
-        case 2: return UN(NOT, gen(K_BOOL, depth - 1));
+        case 0:
+            return BIN(AND, gen(K_BOOL, depth - 1), gen(K_BOOL, depth - 1));
+        case 1:
+            return BIN(OR, gen(K_BOOL, depth - 1), gen(K_BOOL, depth - 1));
+        case 2:
+            return UN(NOT, gen(K_BOOL, depth - 1));
         case 3:
             return marble_expr_unary(rn(2) ? MARBLE_OP_IS_NULL : MARBLE_OP_IS_NOT_NULL,
                                      gen(rn(4), depth - 1));
-        case 4: return gen_in(depth);
+        case 4:
+            return gen_in(depth);
         default: {
-            static const int pairs[5][2] = {{K_INT, K_INT}, {K_INT, K_DBL}, {K_DBL, K_DBL},
-                                            {K_STR, K_STR}, {K_BOOL, K_BOOL}};
+            static const int pairs[5][2] = {
+                {K_INT, K_INT}, {K_INT, K_DBL}, {K_DBL, K_DBL}, {K_STR, K_STR}, {K_BOOL, K_BOOL}};
             int p = rn(5), sw = rn(2);
             return marble_expr_binary((marble_expr_op)(MARBLE_OP_EQ + rn(6)),
                                       gen(pairs[p][sw], depth - 1), gen(pairs[p][!sw], depth - 1));
         }
         }
-    default: return gen_leaf(K_STR);
+    default:
+        return gen_leaf(K_STR);
     }
 }
 
@@ -1184,7 +1209,9 @@ static rv ref_col(const char *name, int64_t row)
             r.s = p;
             break;
         }
-        default: r.k = K_INT; r.i = marble_arrow_get_int(f, &a, row);
+        default:
+            r.k = K_INT;
+            r.i = marble_arrow_get_int(f, &a, row);
         }
         return r;
     }
@@ -1215,7 +1242,8 @@ static rv ref(const marble_expr *e, int64_t row)
 {
     rv r = {0};
     switch (marble_expr_get_kind(e)) {
-    case MARBLE_EXPR_COLUMN: return ref_col(marble_expr_get_column(e), row);
+    case MARBLE_EXPR_COLUMN:
+        return ref_col(marble_expr_get_column(e), row);
     case MARBLE_EXPR_LITERAL: {
         const marble_datum *d = marble_expr_get_literal(e);
         r.null = d->kind == MARBLE_DATUM_NULL;
@@ -1248,8 +1276,10 @@ static rv ref(const marble_expr *e, int64_t row)
     case MARBLE_EXPR_UNARY: {
         rv a = ref(marble_expr_child(e, 0), row);
         switch (marble_expr_get_op(e)) {
-        case MARBLE_OP_IS_NULL: return (rv){.k = K_BOOL, .i = a.null};
-        case MARBLE_OP_IS_NOT_NULL: return (rv){.k = K_BOOL, .i = !a.null};
+        case MARBLE_OP_IS_NULL:
+            return (rv){.k = K_BOOL, .i = a.null};
+        case MARBLE_OP_IS_NOT_NULL:
+            return (rv){.k = K_BOOL, .i = !a.null};
         case MARBLE_OP_NOT:
             a.k = K_BOOL;
             a.i = !a.i;
@@ -1265,7 +1295,8 @@ static rv ref(const marble_expr *e, int64_t row)
             return a;
         }
     }
-    case MARBLE_EXPR_BINARY: break;
+    case MARBLE_EXPR_BINARY:
+        break;
     }
     rv a = ref(marble_expr_child(e, 0), row), b = ref(marble_expr_child(e, 1), row);
     marble_expr_op op = marble_expr_get_op(e);
@@ -1290,21 +1321,39 @@ static rv ref(const marble_expr *e, int64_t row)
     if (op <= MARBLE_OP_GE) {
         int c = any_cmp(a, b);
         switch (op) {
-        case MARBLE_OP_EQ: r.i = c == 0; break;
-        case MARBLE_OP_NE: r.i = c != 0; break;
-        case MARBLE_OP_LT: r.i = c == -1; break;
-        case MARBLE_OP_LE: r.i = c == -1 || c == 0; break;
-        case MARBLE_OP_GT: r.i = c == 1; break;
-        default: r.i = c == 1 || c == 0; break;
+        case MARBLE_OP_EQ:
+            r.i = c == 0;
+            break;
+        case MARBLE_OP_NE:
+            r.i = c != 0;
+            break;
+        case MARBLE_OP_LT:
+            r.i = c == -1;
+            break;
+        case MARBLE_OP_LE:
+            r.i = c == -1 || c == 0;
+            break;
+        case MARBLE_OP_GT:
+            r.i = c == 1;
+            break;
+        default:
+            r.i = c == 1 || c == 0;
+            break;
         }
         return r;
     }
     if (a.k == K_INT && b.k == K_INT) {
         r.k = K_INT;
         switch (op) {
-        case MARBLE_OP_ADD: ref_err |= __builtin_add_overflow(a.i, b.i, &r.i); break;
-        case MARBLE_OP_SUB: ref_err |= __builtin_sub_overflow(a.i, b.i, &r.i); break;
-        case MARBLE_OP_MUL: ref_err |= __builtin_mul_overflow(a.i, b.i, &r.i); break;
+        case MARBLE_OP_ADD:
+            ref_err |= __builtin_add_overflow(a.i, b.i, &r.i);
+            break;
+        case MARBLE_OP_SUB:
+            ref_err |= __builtin_sub_overflow(a.i, b.i, &r.i);
+            break;
+        case MARBLE_OP_MUL:
+            ref_err |= __builtin_mul_overflow(a.i, b.i, &r.i);
+            break;
         case MARBLE_OP_DIV:
             if (b.i == 0)
                 r.null = 1;
@@ -1324,10 +1373,18 @@ static rv ref(const marble_expr *e, int64_t row)
     double x = a.k == K_INT ? (double)a.i : a.d, y = b.k == K_INT ? (double)b.i : b.d;
     r.k = K_DBL;
     switch (op) {
-    case MARBLE_OP_ADD: r.d = x + y; break;
-    case MARBLE_OP_SUB: r.d = x - y; break;
-    case MARBLE_OP_MUL: r.d = x * y; break;
-    case MARBLE_OP_DIV: r.d = x / y; break;
+    case MARBLE_OP_ADD:
+        r.d = x + y;
+        break;
+    case MARBLE_OP_SUB:
+        r.d = x - y;
+        break;
+    case MARBLE_OP_MUL:
+        r.d = x * y;
+        break;
+    case MARBLE_OP_DIV:
+        r.d = x / y;
+        break;
     default:
         if (y == 0)
             r.null = 1;
@@ -1357,11 +1414,16 @@ static void random_batch(tbatch *t, int rows, int sliced)
             case 0:
             case 1:
                 CHECK_OK(marble_builder_append_int(
-                    b, c, rn(40) == 0 ? (rn(2) ? INT64_MAX - rn(3) : INT64_MIN + rn(3)) : rn(31) - 15,
+                    b, c,
+                    rn(40) == 0 ? (rn(2) ? INT64_MAX - rn(3) : INT64_MIN + rn(3)) : rn(31) - 15,
                     &err));
                 break;
-            case 2: CHECK_OK(marble_builder_append_int(b, c, rn(21) - 10, &err)); break;
-            case 3: CHECK_OK(marble_builder_append_int(b, c, rn(256), &err)); break;
+            case 2:
+                CHECK_OK(marble_builder_append_int(b, c, rn(21) - 10, &err));
+                break;
+            case 3:
+                CHECK_OK(marble_builder_append_int(b, c, rn(256), &err));
+                break;
             case 4:
             case 5: {
                 static const double dv[] = {0.0, -0.0, 0.5, 1.0, -2.25, 3.0, 1e30, -7.5};
@@ -1369,7 +1431,9 @@ static void random_batch(tbatch *t, int rows, int sliced)
                 break;
             }
             case 6:
-            case 7: CHECK_OK(marble_builder_append_int(b, c, rn(2), &err)); break;
+            case 7:
+                CHECK_OK(marble_builder_append_int(b, c, rn(2), &err));
+                break;
             default: {
                 const char *s = str_pool[rn(7)];
                 CHECK_OK(marble_builder_append_bytes(b, c, s, strlen(s), &err));
@@ -1409,7 +1473,8 @@ TEST(random_vs_reference)
         ref_schema = &t.schema;
         ref_batch = &t.batch;
         int64_t n = t.batch.length;
-        uint32_t *sel = malloc(sizeof(uint32_t) * (size_t)n), *sel2 = malloc(sizeof(uint32_t) * (size_t)n);
+        uint32_t *sel = malloc(sizeof(uint32_t) * (size_t)n),
+                 *sel2 = malloc(sizeof(uint32_t) * (size_t)n);
         marble__vec v;
         marble__vec_init(&v);
         for (int it = 0; it < 1200; it++, trees++) {
@@ -1427,7 +1492,8 @@ TEST(random_vs_reference)
             char text[512];
             marble_expr_to_string(e, text, sizeof text);
             if (ref_err) {
-                if (rc != MARBLE_ERR_LIMIT) FAIL("%s: expected an overflow error, got %d", text, rc);
+                if (rc != MARBLE_ERR_LIMIT)
+                    FAIL("%s: expected an overflow error, got %d", text, rc);
                 ASSERT_CONTAINS(err.message, "integer overflow in");
                 errors++;
                 free(want);
@@ -1454,7 +1520,9 @@ TEST(random_vs_reference)
             CHECK_OK(marble__expr_eval(b, &t.batch, sel, m, &v, &err));
             ASSERT_EQ_INT(v.n, m);
             for (int64_t k = 0; k < m; k++) {
-                int64_t gi = v.kind == MARBLE_DATUM_BOOL ? v.b[k] : v.kind == MARBLE_DATUM_INT ? v.i[k] : 0;
+                int64_t gi = v.kind == MARBLE_DATUM_BOOL  ? v.b[k]
+                             : v.kind == MARBLE_DATUM_INT ? v.i[k]
+                                                          : 0;
                 double gd = v.kind == MARBLE_DATUM_DOUBLE ? v.d[k] : 0;
                 const char *fk = v.kind == MARBLE_DATUM_DOUBLE   ? "g"
                                  : v.kind == MARBLE_DATUM_STRING ? "u"
@@ -1470,7 +1538,9 @@ TEST(random_vs_reference)
                     if (!want[sel[k]].null && want[sel[k]].i) exp[ne++] = sel[k];
                 uint32_t *res = rn(2) ? sel : sel2;
                 CHECK_OK(marble__expr_select(b, &t.batch, sel, m, res, &got, &err));
-                if (got != ne) FAIL("%s: select kept %lld rows, reference %lld", text, (long long)got, (long long)ne);
+                if (got != ne)
+                    FAIL("%s: select kept %lld rows, reference %lld", text, (long long)got,
+                         (long long)ne);
                 for (int64_t k = 0; k < ne; k++)
                     ASSERT_EQ_INT(res[k], exp[k]);
                 free(exp);
@@ -1488,4 +1558,80 @@ TEST(random_vs_reference)
     ASSERT_GT_INT(errors, 10);
     ASSERT_GT_INT(selects, 1000);
     ASSERT_EQ_INT(trees, 3600);
+}
+
+/* ---- threads --------------------------------------------------------------------------------- */
+
+typedef struct shared_eval {
+    const marble__bound *pred, *value;
+    const struct ArrowArray *batch;
+    int64_t want_rows, want_sum;
+    int failures;
+} shared_eval;
+
+static void *eval_thread(void *arg)
+{
+    shared_eval *s = arg;
+    marble__vec v;
+    marble__vec_init(&v);
+    marble_error e;
+    int64_t n = s->batch->length;
+    uint32_t *sel = malloc(sizeof(uint32_t) * (size_t)n);
+    for (int it = 0; it < 50; it++) {
+        int64_t m, sum = 0;
+        if (marble__expr_select(s->pred, s->batch, NULL, n, sel, &m, &e) != MARBLE_OK ||
+            marble__expr_eval(s->value, s->batch, sel, m, &v, &e) != MARBLE_OK) {
+            __atomic_add_fetch(&s->failures, 1, __ATOMIC_RELAXED);
+            break;
+        }
+        for (int64_t k = 0; k < m; k++)
+            sum += v.valid && !v.valid[k] ? 0 : v.i[k];
+        if (m != s->want_rows || sum != s->want_sum)
+            __atomic_add_fetch(&s->failures, 1, __ATOMIC_RELAXED);
+    }
+    free(sel);
+    marble__vec_free(&v);
+    return NULL;
+}
+
+/* Bound expressions are shared by threads; each thread's temporaries are its own. */
+TEST(shared_by_threads)
+{
+    tbatch t;
+    tb_begin(&t, "id:l,k:i");
+    for (int i = 0; i < 5000; i++) {
+        CHECK_OK(marble_builder_append_int(t.b, 0, i, &err));
+        if (i % 13 == 0)
+            CHECK_OK(marble_builder_append_null(t.b, 1, &err));
+        else
+            CHECK_OK(marble_builder_append_int(t.b, 1, i % 10, &err));
+    }
+    tb_end(&t);
+    marble_expr *p = BIN(OR, BIN(EQ, BIN(MOD, COL("id"), INT(7)), INT(3)),
+                         in_list(BIN(ADD, COL("k"), INT(1)), 0, 2, INT(2), INT(9)));
+    marble_expr *val = BIN(SUB, BIN(MUL, COL("id"), INT(2)), COL("k"));
+    shared_eval s = {.batch = &t.batch};
+    marble__bound *bp, *bv;
+    CHECK_OK(marble__expr_bind(p, &t.schema, &bp, &err));
+    CHECK_OK(marble__expr_bind(val, &t.schema, &bv, &err));
+    s.pred = bp;
+    s.value = bv;
+    for (int i = 0; i < 5000; i++) {
+        int k_null = i % 13 == 0, k = i % 10;
+        if (i % 7 == 3 || (!k_null && (k + 1 == 2 || k + 1 == 9))) {
+            s.want_rows++;
+            s.want_sum += k_null ? 0 : 2 * i - k;
+        }
+    }
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++)
+        ASSERT_EQ_INT(pthread_create(&th[i], NULL, eval_thread, &s), 0);
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    ASSERT_EQ_INT(s.failures, 0);
+    marble__bound_free(bp);
+    marble__bound_free(bv);
+    marble_expr_free(p);
+    marble_expr_free(val);
+    tb_free(&t);
 }

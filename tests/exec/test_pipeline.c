@@ -742,6 +742,7 @@ typedef struct test_src {
     int64_t morsels, batches, rows;
     int sleep_us;
     int64_t fail_morsel; /* -1: none */
+    int bad_batch;       /* morsel 3 gives a batch of one column */
     _Atomic int64_t opened, closed, released;
     struct ArrowSchema schema;
 } test_src;
@@ -784,6 +785,19 @@ static int ts_next(void *ud, void *cursor, struct ArrowArray *out, marble_error 
     int rc = marble_batch_builder_finish(bb, out, e);
     marble_batch_builder_destroy(bb);
     c->b++;
+    if (rc == MARBLE_OK && t->bad_batch && c->m == 3) {
+        /* the same rows with the second column dropped */
+        struct ArrowSchema one;
+        marble_arrow_schema_parse("m:int64", &one, e);
+        marble_batch_builder *b1;
+        marble_batch_builder_create(&one, &b1, e);
+        for (int64_t r = 0; r < out->length; r++)
+            marble_builder_append_int(b1, 0, c->m, e);
+        out->release(out);
+        rc = marble_batch_builder_finish(b1, out, e);
+        marble_batch_builder_destroy(b1);
+        one.release(&one);
+    }
     return rc;
 }
 
@@ -1278,4 +1292,25 @@ TEST(merge_streams_desc_nulls_and_empty)
     ASSERT_EQ_STR(got.p, "N|0\nN|200\nN|201\n9|1\n8|202\n7|2\n7|3\n7|203\n4|4\n3|204\n2|5\n2|6\n"
                          "2|205\n1|206\n0|7\n0|207\n");
     free(got.p);
+}
+
+TEST(malformed_source_batch)
+{
+    for (size_t i = 0; i < 3; i++) {
+        test_src t;
+        ts_init(&t, 10, 2, 3);
+        t.bad_batch = 1;
+        marble_source s = ts_source(&t);
+        marble_pipeline *p;
+        ASSERT_OK(marble_pipeline_create(&s, &p, &err));
+        sbuf out = {0};
+        int code;
+        char msg[256];
+        ASSERT_EQ_INT(run_pipeline(p, thread_counts[i], NULL, &out, &code, msg, sizeof msg),
+                      EINVAL);
+        ASSERT_EQ_INT(code, MARBLE_ERR_INVALID_ARGUMENT);
+        ASSERT_CONTAINS(msg, "morsel 3");
+        free(out.p);
+        ts_check_balanced(&t);
+    }
 }

@@ -125,6 +125,9 @@ TEST(literal_values)
     ASSERT_EQ_INT(marble_expr_parse("a = 1 FROM", &e, &err), MARBLE_ERR_INVALID_ARGUMENT);
     ASSERT_CONTAINS(err.message,
                     "at 7: expected an operator or the end of the expression, found 'FROM'");
+    ASSERT_EQ_INT(marble_expr_parse("v >", &e, &err), MARBLE_ERR_INVALID_ARGUMENT);
+    ASSERT_CONTAINS(err.message, "at 4: expected an expression, found end of expression");
+    ASSERT_NULL(e);
     ASSERT_EQ_INT(marble_expr_parse("sum(a) > 1", &e, &err), MARBLE_ERR_UNSUPPORTED);
     ASSERT_CONTAINS(err.message, "aggregate sum()");
 }
