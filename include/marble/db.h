@@ -101,6 +101,14 @@ typedef struct marble_db_options {
     int bloom_bits_per_key;             /* 10 (about 1% false positives); 0: no filters */
     int verify_checksums;               /* 1: check each SSTable batch's CRC32C on first read */
     size_t handle_pool_size;            /* 0: the handle pool's default */
+    uint64_t memory_budget;             /* 0: half the machine's physical memory (at least 256
+                                           MiB). One budget (marble_db_memory_budget) shared by
+                                           memtables (each live one counts write_buffer_size,
+                                           never refused), the SSTables' caches of decompressed
+                                           batches, and query operators (hash tables, sort
+                                           buffers): a query that would take it past the limit
+                                           fails with MARBLE_ERR_LIMIT instead of exhausting the
+                                           process */
     const char *wal_uri;                /* NULL: "<uri>/wal"; required (a local directory) for a
                                            database on object storage, see above */
     const char *sst_cache_uri;          /* NULL: none; else a local directory keeping a copy of
@@ -301,6 +309,9 @@ MARBLE_API int marble_db_scan_source(marble_db *db, const char *table, const mar
                                      marble_source *out, marble_error *err);
 /* The scheduler the database runs its work on (for executing pipelines over its tables). */
 MARBLE_API marble_sched *marble_db_sched(marble_db *db);
+/* The database's memory budget (see marble_db_options.memory_budget), for pipelines over its
+ * tables (marble_exec_options.memory); owned by the database. */
+MARBLE_API marble_mem_budget *marble_db_memory_budget(marble_db *db);
 
 /* ---- the key-value API ------------------------------------------------------------------------
  * A built-in table of binary key -> binary value with RocksDB's semantics: keys are compared

@@ -73,6 +73,9 @@ MARBLE_API void marble_mem_budget_destroy(marble_mem_budget *b);
  * limit). */
 MARBLE_API int marble_mem_budget_reserve(marble_mem_budget *b, uint64_t bytes, const char *what,
                                          marble_error *err);
+/* Counts bytes that cannot be refused (a memtable): use may go past the limit, and later
+ * reservations fail until enough is released. */
+MARBLE_API void marble_mem_budget_charge(marble_mem_budget *b, uint64_t bytes);
 MARBLE_API void marble_mem_budget_release(marble_mem_budget *b, uint64_t bytes);
 MARBLE_API uint64_t marble_mem_budget_used(const marble_mem_budget *b);
 MARBLE_API uint64_t marble_mem_budget_limit(const marble_mem_budget *b);

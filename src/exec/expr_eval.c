@@ -1502,6 +1502,41 @@ static int select_col_cmp(ctx *c, const bnode *nd, const bnode *col, int as_doub
     }
 }
 
+#define STR_EQ(OT)                                                                                 \
+    do {                                                                                           \
+        const OT *o = (const OT *)cv.values + cv.off;                                              \
+        if (bits)                                                                                  \
+            SEL_ROWS((((int64_t)(o[r + 1] - o[r]) == ln &&                                         \
+                       (ln == 0 || memcmp(cv.data + o[r], lit, (size_t)ln) == 0)) ^                \
+                      ne) &                                                                        \
+                     marble__arrow_bit_get(bits, cv.off + r));                                     \
+        else                                                                                       \
+            SEL_ROWS(((int64_t)(o[r + 1] - o[r]) == ln &&                                          \
+                      (ln == 0 || memcmp(cv.data + o[r], lit, (size_t)ln) == 0)) ^                 \
+                     ne);                                                                          \
+    } while (0)
+
+/* string column = / != literal straight from the offsets and data buffers */
+static int select_str_eq(ctx *c, const bnode *nd, const uint32_t *sel_in, int64_t n,
+                         uint32_t *sel_out, int64_t *n_out)
+{
+    colv cv;
+    MARBLE_RETURN_NOT_OK(col_open(c, nd->a, &cv));
+    if (cv.all_null) {
+        *n_out = 0;
+        return MARBLE_OK;
+    }
+    const uint8_t *bits = cv.bits;
+    const char *lit = nd->b->lit.s;
+    int64_t ln = (int64_t)nd->b->lit.n;
+    int ne = nd->xop == MARBLE_OP_NE;
+    if (nd->a->type.id == MARBLE_ARROW_LARGE_UTF8 || nd->a->type.id == MARBLE_ARROW_LARGE_BINARY)
+        STR_EQ(int64_t);
+    else
+        STR_EQ(int32_t);
+    return MARBLE_OK;
+}
+
 #define DENSE_NV(OP) SEL_ROWS(x[k] OP s)
 #define DENSE_V(OP) SEL_ROWS((x[k] OP s) & v[k])
 
@@ -1539,6 +1574,10 @@ static int select_node(ctx *c, const bnode *nd, const uint32_t *sel_in, int64_t 
             SEL_ROWS(!marble__arrow_bit_get(bits, o + r));
         return MARBLE_OK;
     }
+    if (nd->op == B_CMP && nd->a->op == B_COL && nd->b->op == B_LIT &&
+        nd->b->lit.kind == MARBLE_DATUM_STRING &&
+        (nd->xop == MARBLE_OP_EQ || nd->xop == MARBLE_OP_NE) && nd->a->n_buffers == 3)
+        return select_str_eq(c, nd, sel_in, n, sel_out, n_out);
     if (nd->op == B_CMP && nd->b->op == B_LIT && nd->b->lit.kind != MARBLE_DATUM_NULL &&
         numeric(nd->b->kind)) {
         const bnode *xn = nd->a;

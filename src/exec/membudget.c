@@ -50,6 +50,16 @@ int marble_mem_budget_reserve(marble_mem_budget *b, uint64_t bytes, const char *
     return MARBLE_OK;
 }
 
+void marble_mem_budget_charge(marble_mem_budget *b, uint64_t bytes)
+{
+    if (!b) return;
+    uint64_t next = atomic_fetch_add_explicit(&b->used, bytes, memory_order_relaxed) + bytes;
+    uint64_t peak = atomic_load_explicit(&b->peak, memory_order_relaxed);
+    while (peak < next && !atomic_compare_exchange_weak_explicit(
+                              &b->peak, &peak, next, memory_order_relaxed, memory_order_relaxed)) {
+    }
+}
+
 void marble_mem_budget_release(marble_mem_budget *b, uint64_t bytes)
 {
     if (b) atomic_fetch_sub_explicit(&b->used, bytes, memory_order_relaxed);

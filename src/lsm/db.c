@@ -100,6 +100,14 @@ void marble_db_options_init(marble_db_options *o)
     o->verify_checksums = 1;
 }
 
+/* Half the machine's physical memory, at least 256 MiB. */
+static uint64_t default_memory_budget(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    uint64_t half = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page / 2 : 0;
+    return half > ((uint64_t)256 << 20) ? half : (uint64_t)256 << 20;
+}
+
 static int check_options(const marble_db_options *o, marble_error *err)
 {
 #define BAD(cond, what)                                                                            \
@@ -450,6 +458,7 @@ int marble__db_open_sst(marble_db *db, uint64_t number, const marble__table *t, 
     free(uri);
     free(cached);
     if (rc != MARBLE_OK) return rc;
+    marble__sst_set_budget(s, db->budget);
     pthread_mutex_lock(&db->tc_mu);
     if ((db->tc_n + 1) * 2 > db->tc_cap && tc_grow(db, NULL) != MARBLE_OK) {
         pthread_mutex_unlock(&db->tc_mu);
@@ -521,10 +530,13 @@ void marble__memref_unref(marble__memref *m)
     /* acq_rel: the last reader's lookups happen before the memtable is freed */
     if (atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) != 1) return;
     marble__memtable_destroy(m->mt);
+    marble_mem_budget_release(m->budget, m->charged);
     free(m);
 }
 
-static int memref_new(marble__memref **out, marble_error *err)
+/* A new memtable, charged to the database's budget as write_buffer_size bytes (what it may grow
+ * to before it is rotated). */
+static int memref_new(marble_db *db, marble__memref **out, marble_error *err)
 {
     marble__memref *m = calloc(1, sizeof *m);
     if (!m) return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
@@ -533,6 +545,9 @@ static int memref_new(marble__memref **out, marble_error *err)
         free(m);
         return rc;
     }
+    m->budget = db->budget;
+    m->charged = db->opts.write_buffer_size;
+    marble_mem_budget_charge(m->budget, m->charged);
     atomic_init(&m->refs, 1);
     *out = m;
     return MARBLE_OK;
@@ -1133,7 +1148,7 @@ static int make_room(marble_db *db, marble_error *err)
          * I/O, so it runs without mu (wmu keeps other writers out). */
         pthread_mutex_unlock(&db->mu);
         marble__memref *fresh = NULL;
-        int rc = memref_new(&fresh, err);
+        int rc = memref_new(db, &fresh, err);
         uint64_t old_seg = 0;
         if (rc == MARBLE_OK) rc = marble__wal_roll(db->wal, &old_seg, err);
         if (rc != MARBLE_OK) {
@@ -2363,6 +2378,7 @@ static void db_free(marble_db *db)
     pthread_mutex_destroy(&db->mu);
     pthread_mutex_destroy(&db->tc_mu);
     marble__db_res_destroy(db);
+    marble_mem_budget_destroy(db->budget);
     pthread_cond_destroy(&db->cv);
     free(db->uri);
     free(db->wal_uri);
@@ -2415,6 +2431,17 @@ int marble_db_open(const char *uri, const marble_db_options *opts, marble_db **o
     pthread_mutex_init(&db->tc_mu, NULL);
     marble__db_res_init(db);
     pthread_cond_init(&db->cv, NULL);
+    if (marble_mem_budget_create(o.memory_budget ? o.memory_budget : default_memory_budget(),
+                                 &db->budget, err) != MARBLE_OK) {
+        marble__db_res_destroy(db);
+        pthread_mutex_destroy(&db->wmu);
+        pthread_mutex_destroy(&db->wq_mu);
+        pthread_mutex_destroy(&db->mu);
+        pthread_mutex_destroy(&db->tc_mu);
+        pthread_cond_destroy(&db->cv);
+        free(db);
+        return err->code;
+    }
     marble__rate_limiter_init(&db->rate, o.compaction_rate_limit);
     db->snapshots.next = db->snapshots.prev = &db->snapshots;
     db->opts = o;
@@ -2523,7 +2550,7 @@ int marble_db_open(const char *uri, const marble_db_options *opts, marble_db **o
     atomic_init(&db->next_file, next_file > 1 ? next_file : 1);
 
     /* WAL replay into a fresh memtable */
-    rc = memref_new(&db->mem, err);
+    rc = memref_new(db, &db->mem, err);
     if (rc != MARBLE_OK) goto fail;
     char wal_uri[4096];
     if (o.wal_uri)
@@ -2636,7 +2663,7 @@ int marble_db_flush(marble_db *db, marble_error *err)
     if (rotate) { /* the roll does I/O: without mu, wmu keeps writers out */
         marble__memref *fresh = NULL;
         uint64_t old_seg = 0;
-        rc = memref_new(&fresh, err);
+        rc = memref_new(db, &fresh, err);
         if (rc == MARBLE_OK) rc = marble__wal_roll(db->wal, &old_seg, err);
         if (rc == MARBLE_OK) {
             pthread_mutex_lock(&db->mu);
@@ -2866,7 +2893,8 @@ int marble_db_stats_json(marble_db *db, char **json, marble_error *err)
             "\"sst\":{\"batch_reads\":%llu,\"bloom_checks\":%llu,\"bloom_useful\":%llu,"
             "\"bloom_false_positives\":%llu},"
             "\"reads\":{\"gets\":%llu,\"scans\":%llu},\"snapshots\":%ld,"
-            "\"max_concurrent_compactions\":%d}",
+            "\"max_concurrent_compactions\":%d,"
+            "\"memory\":{\"budget\":%llu,\"used\":%llu,\"peak\":%llu}}",
             (unsigned long long)total_bytes,
             (unsigned long long)atomic_load_explicit(&db->last_seq, memory_order_acquire),
             mem_bytes, mem_count, n_imm, imm_bytes, LOAD(db->st_rows_written),
@@ -2880,7 +2908,10 @@ int marble_db_stats_json(marble_db *db, char **json, marble_error *err)
             (unsigned long long)ps.misses, (unsigned long long)ps.evictions, ps.open,
             (unsigned long long)ss.batch_reads, (unsigned long long)ss.bloom_checks,
             (unsigned long long)ss.bloom_negatives, (unsigned long long)ss.bloom_false_positives,
-            LOAD(db->st_gets), LOAD(db->st_scans), snaps, max_seen);
+            LOAD(db->st_gets), LOAD(db->st_scans), snaps, max_seen,
+            (unsigned long long)marble_mem_budget_limit(db->budget),
+            (unsigned long long)marble_mem_budget_used(db->budget),
+            (unsigned long long)marble_mem_budget_peak(db->budget));
     if (b.oom) {
         free(b.p);
         return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");

@@ -60,6 +60,8 @@ typedef struct marble__memref {
     uint64_t wal_segment; /* the WAL segments up to this one hold its entries */
     uint64_t max_seq;
     marble__memtable_hint hint; /* for inserts, under wmu (or during recovery) */
+    marble_mem_budget *budget;  /* charged `charged` bytes while the memtable lives */
+    uint64_t charged;
 } marble__memref;
 
 void marble__memref_unref(marble__memref *m);
@@ -93,6 +95,7 @@ struct marble_db {
     int own_fs;
     marble_sched *sched;
     int own_sched;
+    marble_mem_budget *budget; /* memtables, SSTable batch caches, queries */
     marble_db_options opts;
     marble_handle_pool *pool;
     marble__manifest *manifest;

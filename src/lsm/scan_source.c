@@ -827,3 +827,8 @@ marble_sched *marble_db_sched(marble_db *db)
 {
     return db ? db->sched : NULL;
 }
+
+marble_mem_budget *marble_db_memory_budget(marble_db *db)
+{
+    return db ? db->budget : NULL;
+}

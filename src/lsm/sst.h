@@ -92,6 +92,9 @@ typedef struct marble__sst marble__sst;
 int marble__sst_open(marble_fs *fs, marble_handle_pool *pool, const char *uri,
                      const marble__row_codec *codec, int verify, marble__sst **out,
                      marble_error *err);
+/* Charges the SSTable's cached decompressed batches (compressed files only; mapped ones take
+ * no heap) to `b` while they are cached. Call once, before the handle is shared. */
+void marble__sst_set_budget(marble__sst *s, marble_mem_budget *b);
 void marble__sst_ref(marble__sst *s);
 void marble__sst_unref(marble__sst *s);
 

@@ -649,6 +649,23 @@ TEST(overflow)
     ASSERT_EQ_STR(ev(&f, BIN(DIV, COL("v"), INT(-1))), "~|-1|~");
     ASSERT_EQ_STR(ev(&f, UN(NEG, COL("v"))), "~|-1|~");
     ASSERT_EQ_STR(ev(&f, BIN(ADD, COL("w"), COL("v"))), "~|8|~");
+    /* no bitmap but nulls: the validator refuses it; internally all null when null_count says so,
+     * else a bad array */
+    bufs[0] = NULL;
+    ASSERT_CONTAINS(ev(&f, BIN(ADD, COL("v"), INT(1))), "ERR MARBLE_ERR_INVALID_ARGUMENT");
+    marble__bound *bd;
+    marble_expr *e = BIN(ADD, COL("v"), INT(1));
+    CHECK_OK(marble__expr_bind(e, &f.schema, &bd, &err));
+    marble__vec v;
+    marble__vec_init(&v);
+    ASSERT_EQ_INT(marble__expr_eval(bd, &f.batch, NULL, 3, &v, &err), MARBLE_ERR_INVALID_ARGUMENT);
+    ASSERT_EQ_STR(err.message, "column 'v' has 2 nulls but no validity bitmap");
+    col.null_count = 3;
+    CHECK_OK(marble__expr_eval(bd, &f.batch, NULL, 3, &v, &err));
+    ASSERT_TRUE(v.valid && !v.valid[0] && !v.valid[1] && !v.valid[2]);
+    marble__vec_free(&v);
+    marble__bound_free(bd);
+    marble_expr_free(e);
     f.batch.release = NULL;
     marble_batch_builder_destroy(f.b);
     marble_arrow_schema_release(&f.schema);
@@ -1124,8 +1141,11 @@ static marble_expr *gen_in(int depth)
     return marble_expr_in(gen(xk, depth - 1), list, (size_t)n, rn(2));
 }
 
+static int chaos; /* sometimes generate ill-typed operands */
+
 static marble_expr *gen(int kind, int depth)
 {
+    if (chaos && rn(10) == 0) kind = rn(4);
     if (depth <= 0 || rn(10) < 3) return gen_leaf(kind);
     static const marble_expr_op arith[] = {MARBLE_OP_ADD, MARBLE_OP_SUB, MARBLE_OP_MUL,
                                            MARBLE_OP_DIV, MARBLE_OP_MOD};
@@ -1466,7 +1486,7 @@ static void check_value(const char *fmt, const marble_expr *e, rv want, int is_n
 TEST(random_vs_reference)
 {
     rng_state = 0x9E3779B97F4A7C15ull;
-    int trees = 0, errors = 0, selects = 0;
+    int trees = 0, errors = 0, selects = 0, ill_typed = 0;
     for (int round = 0; round < 3; round++) {
         tbatch t;
         random_batch(&t, 97 + round * 30, round == 2);
@@ -1479,12 +1499,21 @@ TEST(random_vs_reference)
         marble__vec_init(&v);
         for (int it = 0; it < 1200; it++, trees++) {
             int kind = rn(10) < 6 ? K_BOOL : rn(3);
+            chaos = it % 4 == 3;
             marble_expr *e = gen(kind, 1 + rn(5));
             ASSERT_NOT_NULL(e);
             const char *fmt;
-            CHECK_OK(marble_expr_check(e, &t.schema, &fmt, &err));
+            chaos = 0;
+            int rc = marble_expr_check(e, &t.schema, &fmt, &err);
+            if (rc != MARBLE_OK) {
+                ASSERT_EQ_INT(rc, MARBLE_ERR_INVALID_ARGUMENT);
+                ASSERT_CONTAINS(err.message, "cannot apply");
+                ill_typed++;
+                marble_expr_free(e);
+                continue;
+            }
             struct ArrowArray a;
-            int rc = marble_expr_eval(e, &t.schema, &t.batch, &a, &err);
+            rc = marble_expr_eval(e, &t.schema, &t.batch, &a, &err);
             ref_err = 0;
             rv *want = malloc(sizeof(rv) * (size_t)n);
             for (int64_t r = 0; r < n; r++)
@@ -1557,6 +1586,7 @@ TEST(random_vs_reference)
     }
     ASSERT_GT_INT(errors, 10);
     ASSERT_GT_INT(selects, 1000);
+    ASSERT_GT_INT(ill_typed, 50);
     ASSERT_EQ_INT(trees, 3600);
 }
 
