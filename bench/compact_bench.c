@@ -384,15 +384,16 @@ static void run_engine(cb *c, const char *engine, const char *src, const char *r
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: marble-bench compact [--json] [--rows N] [--reps R] [--dir DIR]\n"
-               "  a full manual compaction of N rows (default 1000000) of 16-byte keys and\n"
-               "  100-byte values written in random order (several overlapping L0 files, 16 MiB\n"
-               "  write buffer, no compression, bloom 10 bits/key) with 1 and 2 threads, on Marble\n"
-               "  (marble_db_compact_ex) and RocksDB (CompactRange, max_subcompactions 1 and 2),\n"
-               "  each on a fresh copy of the same pre-compaction state. MB/s: input bytes read by\n"
-               "  the compaction (table files merged, 10^6 bytes per MB) / wall seconds.\n"
-               "  --reps R   timed runs per row, the fastest reported (default 3)\n"
-               "  --dir DIR  where the databases go (default $TMPDIR or /tmp); removed afterwards\n");
+    fprintf(f,
+            "usage: marble-bench compact [--json] [--rows N] [--reps R] [--dir DIR]\n"
+            "  a full manual compaction of N rows (default 1000000) of 16-byte keys and\n"
+            "  100-byte values written in random order (several overlapping L0 files, 16 MiB\n"
+            "  write buffer, no compression, bloom 10 bits/key) with 1 and 2 threads, on Marble\n"
+            "  (marble_db_compact_ex) and RocksDB (CompactRange, max_subcompactions 1 and 2),\n"
+            "  each on a fresh copy of the same pre-compaction state. MB/s: input bytes read by\n"
+            "  the compaction (table files merged, 10^6 bytes per MB) / wall seconds.\n"
+            "  --reps R   timed runs per row, the fastest reported (default 3)\n"
+            "  --dir DIR  where the databases go (default $TMPDIR or /tmp); removed afterwards\n");
 }
 
 int bench_compact_area(int argc, char **argv)

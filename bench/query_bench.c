@@ -809,8 +809,12 @@ static int report(const options *o, const engine_run *m, const engine_run *d,
                o->rows, o->reps, m->threads, d->threads);
         printf("%-14s %12s %12s %14s  %-8s %-8s\n", "query", "marble s", "duckdb s",
                "marble/duckdb", "marble", "duckdb");
-        printf("%-14s %12.4f %12.4f %14s\n", "load", m->load_seconds, d->load_seconds, "");
-        printf("%-14s %12.4f %12s %14s\n", "compact", m->compact_seconds, "-", "");
+        char ml[32] = "-", dl[32] = "-", mc[32] = "-";
+        if (m->ran) snprintf(ml, sizeof ml, "%.4f", m->load_seconds);
+        if (m->ran) snprintf(mc, sizeof mc, "%.4f", m->compact_seconds);
+        if (d->ran) snprintf(dl, sizeof dl, "%.4f", d->load_seconds);
+        printf("%-14s %12s %12s %14s\n", "load", ml, dl, "");
+        printf("%-14s %12s %12s %14s\n", "compact", mc, "-", "");
         for (int q = 0; q < Q_COUNT; q++) {
             char ms[32] = "-", ds[32] = "-", ratio[32] = "";
             if (m->q[q].ran) snprintf(ms, sizeof ms, "%.4f", m->q[q].seconds);

@@ -490,7 +490,7 @@ typedef struct piece {
     marble__compaction_result res;
     uint64_t out_bytes; /* output bytes of the files finished or handed to finishers */
     uint64_t charged;   /* output bytes passed to the throttle */
-    uint64_t reported; /* input bytes passed to progress */
+    uint64_t reported;  /* input bytes passed to progress */
     int rc;
     marble_error err;
 } piece;
@@ -1131,8 +1131,7 @@ static int fill_edit(job *j, marble__version_edit *edit)
                 put_be32(f.largest, c->table_id);
                 if (info->smallest.len)
                     memcpy(f.smallest + 4, info->smallest.data, info->smallest.len);
-                if (info->largest.len)
-                    memcpy(f.largest + 4, info->largest.data, info->largest.len);
+                if (info->largest.len) memcpy(f.largest + 4, info->largest.data, info->largest.len);
                 rc = marble__edit_add_file(edit, &f);
             }
             free(f.smallest);
@@ -1183,7 +1182,7 @@ int marble__compaction_run(const marble__compaction *c, const marble__compaction
     j.bytes_per_row = rows ? (double)res->bytes_read / (double)rows : 0;
     if (env->subcompactions > 1) {
         int want = env->subcompactions > MARBLE__MAX_SUBCOMPACTIONS ? MARBLE__MAX_SUBCOMPACTIONS
-                                                                   : env->subcompactions;
+                                                                    : env->subcompactions;
         rc = plan_bounds(&j, want, &bounds, &nb, err);
         if (rc != MARBLE_OK) goto cleanup;
     }
@@ -1217,8 +1216,7 @@ int marble__compaction_run(const marble__compaction *c, const marble__compaction
     if (rc == MARBLE_OK && env->cancelled && env->cancelled(env->ud))
         rc = marble_error_set(err, MARBLE_ERR_CANCELLED, "compaction into %s: cancelled",
                               env->dir_uri);
-    if (rc == MARBLE_OK && res->files_out)
-        rc = marble_fs_sync_dir(env->fs, env->dir_uri, err);
+    if (rc == MARBLE_OK && res->files_out) rc = marble_fs_sync_dir(env->fs, env->dir_uri, err);
     if (rc == MARBLE_OK) {
         rc = fill_edit(&j, edit);
         if (rc != MARBLE_OK)

@@ -812,6 +812,8 @@ TEST(column_types)
     const char *strs[] = {"lu", "bi", "lb"};
     for (int i = 0; i < 3; i++) {
         ASSERT_EQ_STR(ev(&t, BIN(GT, COL(strs[i]), STR("b"))), "f|t|~|f");
+        ASSERT_EQ_STR(ev(&t, BIN(EQ, COL(strs[i]), STR("xyz"))), "f|t|~|f");
+        ASSERT_EQ_STR(ev(&t, BIN(NE, STR(""), COL(strs[i]))), "t|t|~|f");
         ASSERT_EQ_STR(ev(&t, BIN(EQ, COL(strs[i]), COL("fs"))), "t|t|~|f");
         ASSERT_EQ_STR(ev(&t, in_list(COL(strs[i]), 0, 1, STR(""))), "f|f|~|t");
         ASSERT_EQ_STR(ev(&t, COL(strs[i])), "abc|xyz|~|");

@@ -271,8 +271,8 @@ TEST(compact_parallel_same_data_as_single_merge)
     CHECK_OK(marble_db_compact_ex(db[0], NULL, &one, &err));
     CHECK_OK(marble_db_compact_ex(db[1], NULL, &four, &err));
     uint64_t nums[256];
-    ASSERT_EQ_INT(arrow_files(da, nums, 256), 1);    /* one merge, one file */
-    ASSERT_GE_INT(arrow_files(dbb, nums, 256), 3);   /* one file per piece at least */
+    ASSERT_EQ_INT(arrow_files(da, nums, 256), 1);  /* one merge, one file */
+    ASSERT_GE_INT(arrow_files(dbb, nums, 256), 3); /* one file per piece at least */
     char *want = model_dump(ver);
     for (int d = 0; d < 2; d++) {
         char *got = dump(db[d], NULL);
@@ -546,8 +546,7 @@ TEST(compact_rate_limit_limits_compaction)
     ASSERT_GT_INT(bytes, 200 << 10);
     double floor_s = 0.5 * (double)bytes / (double)limit; /* generous slack */
     if (s < floor_s)
-        FAIL("%" PRIu64 " bytes at %" PRIu64 " B/s took %.3f s (< %.3f)", bytes, limit, s,
-             floor_s);
+        FAIL("%" PRIu64 " bytes at %" PRIu64 " B/s took %.3f s (< %.3f)", bytes, limit, s, floor_s);
     char *got = dump(db, NULL), *want = model_dump(ver);
     expect_same("after a rate-limited compaction", got, want);
     free(got);
@@ -578,8 +577,7 @@ static void *writer(void *p)
         char key[32], val[128];
         snprintf(key, sizeof key, "w%d-%03d", w->id, k);
         int vl = snprintf(val, sizeof val, "%s=%06d-padding-padding-padding-padding", key, i);
-        if (marble_db_kv_put(w->s->db, key, strlen(key), val, (size_t)vl, NULL, &err) !=
-            MARBLE_OK)
+        if (marble_db_kv_put(w->s->db, key, strlen(key), val, (size_t)vl, NULL, &err) != MARBLE_OK)
             atomic_fetch_add(&w->s->failures, 1);
         w->last[k] = i;
     }

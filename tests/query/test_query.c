@@ -896,7 +896,8 @@ TEST(random_differential)
         compare(sql, &got, &want, ordered);
         result_free(&got);
         /* the same query with nothing the planner can push down gives the same rows */
-        char plain[1200], *w = strstr(sql, " WHERE ") + 7, *tail = strstr(w, p->sql) + strlen(p->sql);
+        char plain[1200], *w = strstr(sql, " WHERE ") + 7,
+                          *tail = strstr(w, p->sql) + strlen(p->sql);
         snprintf(plain, sizeof plain, "%.*sNOT NOT (%s)%s", (int)(w - sql), sql, p->sql, tail);
         marble_query_stats st;
         run(db, plain, &got, &st);
