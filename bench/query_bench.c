@@ -168,8 +168,7 @@ static void owned_release(struct ArrowArray *a)
     owned_unref(b);
 }
 
-static struct ArrowArray *load_batch_fill(load_batch *b, int64_t first, int64_t stride,
-                                          int64_t n)
+static struct ArrowArray *load_batch_fill(load_batch *b, int64_t first, int64_t stride, int64_t n)
 {
     b->off[0] = 0;
     for (int64_t i = 0; i < n; i++) {
@@ -188,10 +187,8 @@ static struct ArrowArray *load_batch_fill(load_batch *b, int64_t first, int64_t 
             b->bufs[c][1] = b->off;
             b->bufs[c][2] = b->data;
         }
-        b->kids[c] = (struct ArrowArray){.length = n,
-                                         .n_buffers = c < 3 ? 2 : 3,
-                                         .buffers = b->bufs[c],
-                                         .release = no_release};
+        b->kids[c] = (struct ArrowArray){
+            .length = n, .n_buffers = c < 3 ? 2 : 3, .buffers = b->bufs[c], .release = no_release};
         b->kidp[c] = &b->kids[c];
     }
     b->top_bufs[0] = NULL;
@@ -442,11 +439,12 @@ int bq_check_row(marble_db *db, int64_t id, char *err, size_t errlen)
     int64_t got_id = marble_arrow_get_int(s.children[0], a.children[0], 0);
     int64_t got_k = marble_arrow_get_int(s.children[1], a.children[1], 0);
     double got_v = marble_arrow_get_double(s.children[2], a.children[2], 0);
-    if (marble_arrow_get_bytes(s.children[3], a.children[3], 0, &got_s, &got_n) ||
-        got_id != id || got_k != id % 1000 || got_v != bq_v(id) || got_n != want_n ||
+    if (marble_arrow_get_bytes(s.children[3], a.children[3], 0, &got_s, &got_n) || got_id != id ||
+        got_k != id % 1000 || got_v != bq_v(id) || got_n != want_n ||
         memcmp(got_s, want_s, want_n)) {
-        errf(err, errlen, "row id %" PRId64 " reads back wrong (id %" PRId64 ", k %" PRId64
-             ", v %.17g)", id, got_id, got_k, got_v);
+        errf(err, errlen,
+             "row id %" PRId64 " reads back wrong (id %" PRId64 ", k %" PRId64 ", v %.17g)", id,
+             got_id, got_k, got_v);
         goto done;
     }
     rc = 0;
@@ -553,8 +551,7 @@ static int visit_batch(visit *vz, const struct ArrowSchema *s, const struct Arro
             vz->checksum += row_checksum(
                 marble_arrow_get_int(s->children[ci], a->children[ci], i),
                 marble_arrow_get_int(s->children[ck], a->children[ck], i),
-                scaled(marble_arrow_get_double(s->children[cv], a->children[cv], i)),
-                strsum(p, n));
+                scaled(marble_arrow_get_double(s->children[cv], a->children[cv], i)), strsum(p, n));
         }
         }
     }
@@ -613,8 +610,7 @@ static int marble_query_once(marble_db *db, const options *o, int q, q_result *r
     } else {
         for (int64_t j = 0; j < o->lookups; j++) {
             char sql[96];
-            snprintf(sql, sizeof sql, "SELECT * FROM t WHERE id = %" PRId64,
-                     lookup_id(j, o->rows));
+            snprintf(sql, sizeof sql, "SELECT * FROM t WHERE id = %" PRId64, lookup_id(j, o->rows));
             if (run_sql(db, sql, &vz, &stats)) return -1;
             *rows_scanned += stats.rows_scanned;
             *point_gets += stats.point_lookup;
@@ -643,7 +639,8 @@ static int run_marble(const options *o, engine_run *m, char *err, size_t errlen)
     }
     m->compact_seconds = bq_now() - t0;
     m->threads = marble_sched_threads(marble_db_sched(db));
-    fprintf(stderr, "marble-bench query: marble: %" PRId64 " rows loaded in %.2f s, compacted in %.2f s\n",
+    fprintf(stderr,
+            "marble-bench query: marble: %" PRId64 " rows loaded in %.2f s, compacted in %.2f s\n",
             o->rows, m->load_seconds, m->compact_seconds);
     m->ran = 1;
     for (int q = 0; q < Q_COUNT; q++) {
@@ -788,8 +785,8 @@ static int report(const options *o, const engine_run *m, const engine_run *d,
             printf("{\"engine\":\"marble\",\"query\":\"%s\",\"sql\":\"%s\",\"rows\":%" PRId64
                    ",\"seconds\":%.6g,\"result_rows\":%" PRId64 ",\"checksum\":\"%" PRIu64
                    "\",\"expected\":\"%" PRIu64 "\",\"rows_scanned\":%" PRId64,
-                   q_names[q], q_sql[q], o->rows, r->seconds, r->result_rows, r->checksum,
-                   want[q], m->rows_scanned[q]);
+                   q_names[q], q_sql[q], o->rows, r->seconds, r->result_rows, r->checksum, want[q],
+                   m->rows_scanned[q]);
             if (q == Q_POINT)
                 printf(",\"lookups\":%" PRId64 ",\"point_gets\":%" PRId64, o->lookups,
                        m->point_gets);
@@ -799,8 +796,7 @@ static int report(const options *o, const engine_run *m, const engine_run *d,
             if (!m->q[q].ran || !d->q[q].ran) continue;
             printf("{\"compare\":\"%s\",\"marble_seconds\":%.6g,\"duckdb_seconds\":%.6g,"
                    "\"ratio\":%.3g,\"target\":2,\"agree\":%s}\n",
-                   q_names[q], m->q[q].seconds, d->q[q].seconds,
-                   m->q[q].seconds / d->q[q].seconds,
+                   q_names[q], m->q[q].seconds, d->q[q].seconds, m->q[q].seconds / d->q[q].seconds,
                    m->q[q].checksum == d->q[q].checksum ? "true" : "false");
         }
     } else {
@@ -855,12 +851,14 @@ static int report(const options *o, const engine_run *m, const engine_run *d,
     if (both) {
         FILE *f = o->json ? stderr : stdout;
         if (agree == both)
-            fprintf(f, "marble-bench query: results agree: marble and duckdb computed the same "
-                       "checksums on %d of %d queries\n",
+            fprintf(f,
+                    "marble-bench query: results agree: marble and duckdb computed the same "
+                    "checksums on %d of %d queries\n",
                     agree, Q_COUNT);
         else
-            fprintf(f, "marble-bench query: results DISAGREE: marble and duckdb agree on only %d "
-                       "of %d queries run by both\n",
+            fprintf(f,
+                    "marble-bench query: results DISAGREE: marble and duckdb agree on only %d "
+                    "of %d queries run by both\n",
                     agree, both);
     }
     return wrong || agree != both;
@@ -927,8 +925,9 @@ static int parse_args(int argc, char **argv, options *o)
             return 1;
         }
         if (i + 1 >= argc) {
-            fprintf(stderr, "marble-bench query: unknown option or missing value '%s' (see "
-                            "marble-bench query --help)\n",
+            fprintf(stderr,
+                    "marble-bench query: unknown option or missing value '%s' (see "
+                    "marble-bench query --help)\n",
                     a);
             return 2;
         }
@@ -965,15 +964,17 @@ static int parse_args(int argc, char **argv, options *o)
             o->duckdb_on = strstr(v, "duckdb") != NULL || !strcmp(v, "both");
             if (!o->marble_on && !o->duckdb_on) goto bad;
         } else {
-            fprintf(stderr, "marble-bench query: unknown option '%s' (see marble-bench query "
-                            "--help)\n",
+            fprintf(stderr,
+                    "marble-bench query: unknown option '%s' (see marble-bench query "
+                    "--help)\n",
                     a);
             return 2;
         }
         continue;
     bad:
-        fprintf(stderr, "marble-bench query: bad value '%s' for %s (see marble-bench query "
-                        "--help)\n",
+        fprintf(stderr,
+                "marble-bench query: bad value '%s' for %s (see marble-bench query "
+                "--help)\n",
                 v, a);
         return 2;
     }

@@ -79,7 +79,9 @@ typedef struct marble_query_options {
     const marble_snapshot *snapshot; /* NULL: the state when the query starts */
     marble_cancel_token *cancel;     /* NULL: none */
     int max_parallel;                /* 0: every thread of the database's scheduler */
-    uint64_t memory_limit;           /* 0: the database's query share (see db options) */
+    uint64_t memory_limit;           /* 0: draw on the database's memory budget (shared with
+                                        memtables and caches, see marble_db_options); else a
+                                        budget of this many bytes for this query alone */
     void (*progress)(void *ud, int64_t done, int64_t total); /* morsels; may be NULL */
     void *progress_ud;
 } marble_query_options;

@@ -243,15 +243,19 @@ static void puts_(wbuf *w, const char *s)
     put(w, s, strlen(s));
 }
 
-static const char *const keywords[] = {"AND", "OR", "NOT", "IN", "IS", "NULL", "TRUE", "FALSE"};
+/* Words the query syntax reserves: a column named like one is written quoted. */
+static const char *const keywords[] = {
+    "AND",   "OR",     "NOT",  "IN",     "IS",    "NULL",  "TRUE",    "FALSE",  "SELECT",
+    "FROM",  "WHERE",  "GROUP", "BY",    "ORDER", "ASC",   "DESC",    "LIMIT",  "OFFSET",
+    "AS",    "JOIN",   "ON",   "HAVING", "DISTINCT", "UNION", "CASE", "CAST",   "LIKE",
+    "BETWEEN", "COUNT", "SUM", "MIN",    "MAX",   "AVG"};
 
+/* 1 if `s` reads back as itself unquoted: the syntax folds unquoted names to lower case. */
 static int plain_identifier(const char *s)
 {
-    if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || *s == '_')) return 0;
+    if (!((*s >= 'a' && *s <= 'z') || *s == '_')) return 0;
     for (const char *p = s + 1; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-              *p == '_'))
-            return 0;
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_')) return 0;
     for (size_t i = 0; i < sizeof keywords / sizeof *keywords; i++)
         if (strcasecmp(s, keywords[i]) == 0) return 0;
     return 1;
@@ -271,12 +275,12 @@ static void put_quoted(wbuf *w, const char *s, size_t n, char q)
 static void put_double(wbuf *w, double d)
 {
     char t[40];
-    if (isnan(d)) {
-        puts_(w, "nan");
+    if (isnan(d)) { /* the syntax has no NaN or infinity literals: IEEE division makes them */
+        puts_(w, "(0.0 / 0.0)");
         return;
     }
     if (isinf(d)) {
-        puts_(w, d < 0 ? "-inf" : "inf");
+        puts_(w, d < 0 ? "(-1.0 / 0.0)" : "(1.0 / 0.0)");
         return;
     }
     for (int prec = 15; prec <= 17; prec++) {

@@ -36,8 +36,11 @@ void marble__db_res_add(marble_db *db, marble__res *r, const char *fmt, ...)
 
 void marble__db_res_remove(marble_db *db, marble__res *r)
 {
-    if (!r->next) return;
     pthread_mutex_lock(&db->res_mu);
+    if (!r->next) { /* never registered (a failed open) or removed already */
+        pthread_mutex_unlock(&db->res_mu);
+        return;
+    }
     r->prev->next = r->next;
     r->next->prev = r->prev;
     r->next = r->prev = NULL;

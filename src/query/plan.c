@@ -1102,10 +1102,11 @@ static int attach_budget(struct ArrowArrayStream *st, marble_mem_budget *budget,
 }
 
 /* Hook for the database-wide query memory share (db options); not wired yet: NULL. */
+/* Queries draw on the database's one memory budget (shared with memtables and caches) unless
+ * the caller gives a limit of their own. */
 static marble_mem_budget *db_query_budget(marble_db *db)
 {
-    (void)db;
-    return NULL;
+    return marble_db_memory_budget(db);
 }
 
 int marble_db_query(marble_db *db, const marble_query *q, const marble_query_options *opts,

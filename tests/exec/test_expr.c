@@ -287,7 +287,11 @@ TEST(to_string)
     ASSERT_EQ_STR(text(BIN(NE, BIN(ADD, COL("a"), DBL(1e300)), DBL(-0.1))),
                   "((a + 1e+300) != -0.1)");
     ASSERT_EQ_STR(text(BIN(OR, BOOL(1), BIN(LE, NUL, BOOL(0)))), "(TRUE OR (NULL <= FALSE))");
-    ASSERT_EQ_STR(text(BIN(GE, DBL(1.0 / 3), DBL(INFINITY))), "(0.3333333333333333 >= inf)");
+    ASSERT_EQ_STR(text(BIN(GE, DBL(1.0 / 3), DBL(INFINITY))), "(0.3333333333333333 >= (1.0 / 0.0))");
+    /* names the query syntax would fold or read as keywords are quoted */
+    ASSERT_EQ_STR(text(BIN(EQ, marble_expr_column("Mixed"), marble_expr_column("from"))),
+                  "(\"Mixed\" = \"from\")");
+    ASSERT_EQ_STR(text(marble_expr_double(NAN)), "(0.0 / 0.0)");
     ASSERT_EQ_STR(text(BIN(LT, INT(INT64_MIN), INT(INT64_MAX))),
                   "(-9223372036854775808 < 9223372036854775807)");
 
