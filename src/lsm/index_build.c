@@ -324,7 +324,11 @@ int marble_db_rebuild_indexes(marble_db *db, const char *table, const marble_ind
         t = marble__db_find_table(db, table);
         if (!t) return marble__db_table_error(table, err);
     }
+    marble__res job = {0};
+    marble__db_res_add(db, &job, "index rebuild of %s%s%s", table ? "table '" : "every table",
+                       table ? table : "", table ? "'" : "");
     int rc = rebuild(db, t, o, -1, err);
+    marble__db_res_remove(db, &job);
     marble__table_unref(t);
     return rc;
 }

@@ -498,6 +498,7 @@ int marble_db_ingest(marble_db *db, const char *table, struct ArrowArrayStream *
     memset(&schema, 0, sizeof schema);
     ingest g;
     memset(&g, 0, sizeof g);
+    marble__res job = {0}; /* in the db's registry while the ingest runs */
     int rc = MARBLE_OK;
     if (!db || !table) {
         rc = marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "ingest: db or table is NULL");
@@ -509,6 +510,7 @@ int marble_db_ingest(marble_db *db, const char *table, struct ArrowArrayStream *
         rc = marble__db_table_error(table, err);
         goto out;
     }
+    marble__db_res_add(db, &job, "ingest into table '%s'", table);
     int e = input->get_schema(input, &schema);
     if (e != 0) {
         rc = stream_error(input, e, "reading the input's schema", err);
@@ -681,6 +683,7 @@ out:
         job_free(g.jobs[i]);
     free(g.jobs);
     if (g.t) marble__table_unref(g.t);
+    if (db) marble__db_res_remove(db, &job);
     marble_arrow_schema_release(&schema);
     marble_arrow_stream_release(input);
     if (stats) *stats = st;
