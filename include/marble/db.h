@@ -84,15 +84,15 @@ typedef struct marble_db_options {
     int level0_stop_trigger;            /* 36 L0 files: writes stall until compaction catches up */
     int disable_auto_compaction;        /* 0 */
     int max_background_compactions;     /* 0: background_threads - 1 (at least 1): compactions of
-                                           disjoint files that may run at once */
+                                           disjoint files that may run at once. Each also splits
+                                           its key range into subcompactions run at once on the
+                                           scheduler's idle threads: up to max(1, scheduler
+                                           threads - running flushes and compactions) */
     uint64_t compaction_rate_limit;     /* 0: unlimited; bytes per second written by flushes and
                                            compactions together (a token bucket shared by every
                                            background writer, marble_db_compact included; waits
                                            sleep in slices of at most 10 ms and stay
-                                           cancellable). A background compaction also splits its
-                                           key range into subcompactions that run at once on the
-                                           scheduler's idle threads: up to max(1, threads -
-                                           running flushes and compactions) */
+                                           cancellable; closing ends a flush's wait) */
     int batch_rows;                     /* 4096 rows per SSTable record batch */
     marble_ipc_compression compression; /* MARBLE_IPC_UNCOMPRESSED: SSTables are read zero-copy
                                            through memory maps; LZ4_FRAME or ZSTD make files

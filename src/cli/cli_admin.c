@@ -13,78 +13,113 @@
 typedef struct compact_job {
     marble_db *db;
     const char *table;
+    marble_compact_options o;
     marble_error err;
     int rc;
+    _Atomic uint64_t done_bytes, total_bytes;
     volatile int done; /* written by the worker before it exits; read after pthread_join too */
 } compact_job;
+
+static void compact_progress(void *ud, uint64_t done, uint64_t total)
+{
+    compact_job *j = ud;
+    __atomic_store_n(&j->total_bytes, total, __ATOMIC_RELAXED);
+    __atomic_store_n(&j->done_bytes, done, __ATOMIC_RELAXED);
+}
 
 static void *compact_thread(void *p)
 {
     compact_job *j = p;
-    j->rc = marble_db_compact(j->db, j->table, &j->err);
+    j->rc = marble_db_compact_ex(j->db, j->table, &j->o, &j->err);
     __atomic_store_n(&j->done, 1, __ATOMIC_RELEASE); /* publishes rc and err to the spinner */
     return NULL;
 }
 
 int marble_cli_compact(int argc, char **argv)
 {
-    const char *cmd = "compact", *pos[2] = {0};
+    const char *cmd = "compact", *pos[2] = {0}, *threads_text = NULL;
     int npos = 0;
     for (int i = 1; i < argc; i++) {
+        int m;
         if (cli_is_help(argv[i])) {
-            printf("usage: marble compact DB [TABLE]\n"
+            printf("usage: marble compact DB [TABLE] [--threads N]\n"
                    "Flushes the memtable and compacts TABLE (default: every table) down to one\n"
-                   "sorted level, waiting until it is done. Ctrl-C stops after the running\n"
-                   "compaction step (the database stays consistent either way).\n"
-                   "example: marble compact ./shop.db orders\n");
+                   "sorted level, waiting until it is done. Each step is split into N key-range\n"
+                   "subcompactions that run at once (default: 2, or the machine's cores if more).\n"
+                   "Ctrl-C cancels within about a batch: the step's partial outputs are removed\n"
+                   "and the database stays consistent.\n"
+                   "example: marble compact ./shop.db orders --threads 4\n");
             return CLI_OK;
+        }
+        if ((m = cli_opt(cmd, argc, argv, &i, "--threads", &threads_text))) {
+            if (m < 0) return CLI_USAGE;
+            continue;
         }
         if (argv[i][0] == '-' && argv[i][1]) return cli_usagef(cmd, "unknown option '%s'", argv[i]);
         if (npos == 2) return cli_usagef(cmd, "unexpected argument '%s'", argv[i]);
         pos[npos++] = argv[i];
     }
     if (npos < 1) return cli_usagef(cmd, "needs DB");
+    int64_t threads = 0;
+    if (threads_text) {
+        if (cli_parse_count(cmd, "--threads", threads_text, &threads)) return CLI_USAGE;
+        if (threads < 1 || threads > 256) return cli_usagef(cmd, "--threads must be 1..256");
+    } else {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = cores > 2 ? cores : 2;
+    }
     cli_install_sigint();
     marble_db *db;
-    if (cli_open_db(cmd, pos[0], 0, 1, &db)) return CLI_FAIL;
+    if (cli_open_db_threads(cmd, pos[0], (int)threads, &db)) return CLI_FAIL;
     int rc = CLI_OK;
     if (pos[1]) {
         cli_table t;
         rc = cli_table_load(cmd, db, pos[1], &t);
         if (rc == CLI_OK) cli_table_free(&t);
     }
+    marble_cancel_token *tok = NULL;
+    marble_error err = {0};
+    if (rc == CLI_OK && marble_cancel_token_create(NULL, &tok, &err) != MARBLE_OK)
+        rc = cli_fail(cmd, "compaction failed", &err);
     uint64_t before = marble_db_disk_size(db), t0 = marble_now_ns();
     if (rc == CLI_OK) {
-        compact_job j = {db, pos[1], {0}, 0, 0};
+        compact_job j;
+        memset(&j, 0, sizeof j);
+        j.db = db;
+        j.table = pos[1];
+        marble_compact_options_init(&j.o);
+        j.o.threads = (int)threads;
+        j.o.cancel = tok;
+        j.o.progress = compact_progress;
+        j.o.progress_ud = &j;
         pthread_t th;
         if (pthread_create(&th, NULL, compact_thread, &j) != 0) {
             compact_thread(&j);
         } else {
             cli_progress pg;
             cli_progress_start(&pg, "compacting", "bytes", 0);
-            int warned = 0;
             while (!__atomic_load_n(&j.done, __ATOMIC_ACQUIRE)) {
-                if (cli_interrupted && !warned) {
-                    cli_progress_end(&pg);
-                    fprintf(stderr, "marble compact: stopping: waiting for the running "
-                                    "compaction to finish\n");
-                    warned = 1;
-                }
-                if (!warned) cli_progress_update(&pg, marble_db_disk_size(db), -1);
-                marble_sleep_ns(50000000);
+                if (cli_interrupted) marble_cancel_token_cancel(tok);
+                uint64_t d = __atomic_load_n(&j.done_bytes, __ATOMIC_RELAXED),
+                         t = __atomic_load_n(&j.total_bytes, __ATOMIC_RELAXED);
+                pg.total = t;
+                cli_progress_update(&pg, d, t ? (double)d / (double)t : -1);
+                marble_sleep_ns(20000000);
             }
             pthread_join(th, NULL);
             cli_progress_end(&pg);
         }
-        if (j.rc != MARBLE_OK)
-            rc = cli_fail(cmd, "compaction failed", &j.err);
-        else if (cli_interrupted)
+        if (j.rc == MARBLE_ERR_CANCELLED || (j.rc == MARBLE_OK && cli_interrupted))
             rc = CLI_CANCELLED;
+        else if (j.rc != MARBLE_OK)
+            rc = cli_fail(cmd, "compaction failed", &j.err);
         else
-            printf("compacted %s in %.2fs: %.1f MiB -> %.1f MiB\n", pos[1] ? pos[1] : "every table",
-                   (double)(marble_now_ns() - t0) / 1e9, (double)before / 1048576.0,
+            printf("compacted %s in %.2fs with %d threads: %.1f MiB -> %.1f MiB\n",
+                   pos[1] ? pos[1] : "every table", (double)(marble_now_ns() - t0) / 1e9,
+                   (int)threads, (double)before / 1048576.0,
                    (double)marble_db_disk_size(db) / 1048576.0);
     }
+    marble_cancel_token_destroy(tok);
     if (cli_close_db(cmd, db) != CLI_OK && rc == CLI_OK) rc = CLI_FAIL;
     if (rc == CLI_CANCELLED) return cli_cancelled(cmd);
     return rc;

@@ -114,7 +114,21 @@ marble_fs *cli_fs(void)
     return g_fs;
 }
 
+static int open_db(const char *cmd, const char *uri, int create, int verify, int threads,
+                   marble_db **db);
+
 int cli_open_db(const char *cmd, const char *uri, int create, int verify, marble_db **db)
+{
+    return open_db(cmd, uri, create, verify, 0, db);
+}
+
+int cli_open_db_threads(const char *cmd, const char *uri, int threads, marble_db **db)
+{
+    return open_db(cmd, uri, 0, 1, threads, db);
+}
+
+static int open_db(const char *cmd, const char *uri, int create, int verify, int threads,
+                   marble_db **db)
 {
     marble_error err = {0};
     marble_db_options o;
@@ -122,6 +136,7 @@ int cli_open_db(const char *cmd, const char *uri, int create, int verify, marble
     o.fs = cli_fs();
     o.create_if_missing = create;
     o.verify_checksums = verify;
+    if (threads > o.background_threads) o.background_threads = threads;
     const char *wal = getenv("MARBLE_WAL_URI");
     if (wal && *wal) o.wal_uri = wal;
     int rc = marble_db_open(uri, &o, db, &err);

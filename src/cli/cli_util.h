@@ -52,6 +52,8 @@ marble_fs *cli_fs(void);
 /* Opens the database at uri. create: create it if missing; otherwise a missing database is an
  * error naming the path. Prints errors; returns CLI_OK or CLI_FAIL. */
 int cli_open_db(const char *cmd, const char *uri, int create, int verify, marble_db **db);
+/* The same for an existing database whose scheduler gets at least `threads` threads. */
+int cli_open_db_threads(const char *cmd, const char *uri, int threads, marble_db **db);
 /* Closes the database; prints and returns CLI_FAIL on error. */
 int cli_close_db(const char *cmd, marble_db *db);
 /* Reads a whole file (decompressing by extension .zst/.lz4/.gz) into malloc'd memory. */
