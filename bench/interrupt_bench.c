@@ -2,8 +2,7 @@
  * cancelled. Each operation runs on a thread of its own; the main thread cancels its token after
  * a random delay (within the operation's uncancelled duration) and measures the time from the
  * cancel to the call (or the result stream) returning. After every trial the database must still
- * read back correctly, and after the last one it must reopen and hold every row. Operations the
- * library does not have yet are reported as skipped. */
+ * read back correctly, and after the last one it must reopen and hold every row. */
 #include "bench_query.h"
 
 #include <errno.h>
@@ -31,17 +30,15 @@ enum op_kind { OP_QUERY, OP_COMPACT, OP_IMPORT, OP_EXPORT };
 typedef struct op_desc {
     const char *name;
     enum op_kind kind;
-    const char *sql;     /* OP_QUERY */
-    const char *missing; /* non-NULL: not in the library yet (what) */
+    const char *sql; /* OP_QUERY */
 } op_desc;
 
 static const op_desc ops[] = {
-    {"query_aggregate", OP_QUERY,
-     "SELECT s, sum(v), count(*), min(id), max(id) FROM t GROUP BY s", NULL},
-    {"query_sort", OP_QUERY, "SELECT id, v, s FROM t ORDER BY v DESC, id", NULL},
-    {"compaction", OP_COMPACT, NULL, NULL},
-    {"import", OP_IMPORT, NULL, NULL},
-    {"export", OP_EXPORT, NULL, NULL},
+    {"query_aggregate", OP_QUERY, "SELECT s, sum(v), count(*), min(id), max(id) FROM t GROUP BY s"},
+    {"query_sort", OP_QUERY, "SELECT id, v, s FROM t ORDER BY v DESC, id"},
+    {"compaction", OP_COMPACT, NULL},
+    {"import", OP_IMPORT, NULL},
+    {"export", OP_EXPORT, NULL},
 };
 #define N_OPS ((int)(sizeof ops / sizeof ops[0]))
 
@@ -143,9 +140,8 @@ static void *op_thread(void *arg)
 
 typedef struct op_state {
     const char *import_uri, *export_uri;
-    int cancelled;      /* trials cancelled so far */
-    int since_reset;    /* compaction: cancelled runs since the last full compaction; import:
-                           completed ones */
+    int since_reset; /* compaction: cancelled runs since the last full compaction; import:
+                        completed ones */
 } op_state;
 
 /* Untimed set-up before a run of op. */
@@ -153,9 +149,9 @@ static int prepare(marble_db *db, const options *o, const op_desc *op, op_state 
                    size_t errlen)
 {
     marble_error e;
-    int reset = op->kind == OP_COMPACT ? st->since_reset >= COMPACT_RESET
-              : op->kind == OP_IMPORT  ? st->since_reset >= IMPORT_RESET
-                                       : 0;
+    int reset = op->kind == OP_COMPACT  ? st->since_reset >= COMPACT_RESET
+                : op->kind == OP_IMPORT ? st->since_reset >= IMPORT_RESET
+                                        : 0;
     if (reset) {
         if (marble_db_compact(db, "t", &e)) {
             snprintf(err, errlen, "marble_db_compact: %s", e.message);
@@ -169,8 +165,8 @@ static int prepare(marble_db *db, const options *o, const op_desc *op, op_state 
 }
 
 /* What must hold after a run: a random row reads back; a cancelled export left no file. */
-static int check_after(marble_db *db, const options *o, const op_desc *op, op_state *st,
-                       int code, uint64_t *rng, char *err, size_t errlen)
+static int check_after(marble_db *db, const options *o, const op_desc *op, op_state *st, int code,
+                       uint64_t *rng, char *err, size_t errlen)
 {
     if (op->kind == OP_COMPACT && code == MARBLE_ERR_CANCELLED) st->since_reset++;
     if (op->kind == OP_IMPORT && code == MARBLE_OK) st->since_reset++;
@@ -263,23 +259,14 @@ static int bench_op(marble_db *db, const options *o, const op_desc *op, const ch
     char import_uri[4200], export_uri[4200];
     snprintf(import_uri, sizeof import_uri, "%s/import.arrow", dir);
     snprintf(export_uri, sizeof export_uri, "%s/export.arrow", dir);
-    op_state st = {import_uri, export_uri, 0, 0};
+    op_state st = {import_uri, export_uri, 0};
     char err[2048];
     int code;
     double lat, dur, full = 1e9;
-    if (op->missing) {
-        if (o->json)
-            printf("{\"op\":\"%s\",\"skipped\":\"not implemented: %s\"}\n", op->name,
-                   op->missing);
-        else
-            printf("%-16s skipped: not implemented (%s)\n", op->name, op->missing);
-        return 0;
-    }
     if (op->kind == OP_IMPORT) {
         marble_error e;
         if (marble_db_export_table(db, "t", import_uri, NULL, NULL, &e)) {
-            fprintf(stderr, "marble-bench interrupt: import: exporting its input: %s\n",
-                    e.message);
+            fprintf(stderr, "marble-bench interrupt: import: exporting its input: %s\n", e.message);
             return 1;
         }
     }
@@ -323,8 +310,9 @@ static int bench_op(marble_db *db, const options *o, const op_desc *op, const ch
         }
         if (code == MARBLE_OK) {
             if (++finished > 10 * o->trials) {
-                fprintf(stderr, "marble-bench interrupt: %s: the operation keeps finishing before "
-                                "its cancel\n",
+                fprintf(stderr,
+                        "marble-bench interrupt: %s: the operation keeps finishing before "
+                        "its cancel\n",
                         op->name);
                 goto done;
             }
@@ -342,8 +330,7 @@ static int bench_op(marble_db *db, const options *o, const op_desc *op, const ch
     remove(import_uri);
     remove(export_uri);
     qsort(lats, (size_t)n, sizeof *lats, cmp_double);
-    double p50 = pct(lats, n, 0.50) * 1e3, p99 = pct(lats, n, 0.99) * 1e3,
-           mx = lats[n - 1] * 1e3;
+    double p50 = pct(lats, n, 0.50) * 1e3, p99 = pct(lats, n, 0.99) * 1e3, mx = lats[n - 1] * 1e3;
     if (o->json)
         printf("{\"op\":\"%s\",\"trials\":%d,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,"
                "\"uncancelled_ms\":%.1f,\"finished_first\":%d,\"target_p99_ms\":50,"
@@ -462,8 +449,9 @@ static int parse_args(int argc, char **argv, options *o)
         } else if (!strcmp(a, "--ops") && v && *v) {
             o->only = v;
         } else {
-            fprintf(stderr, "marble-bench interrupt: bad option '%s'%s%s (see marble-bench "
-                            "interrupt --help)\n",
+            fprintf(stderr,
+                    "marble-bench interrupt: bad option '%s'%s%s (see marble-bench "
+                    "interrupt --help)\n",
                     a, v ? " " : "", v ? v : "");
             return 2;
         }
@@ -486,8 +474,9 @@ int bench_interrupt_area(int argc, char **argv)
         for (int i = 0; i < N_OPS; i++)
             known |= strlen(ops[i].name) == n && !strncmp(p, ops[i].name, n);
         if (!known) {
-            fprintf(stderr, "marble-bench interrupt: unknown op '%.*s' (query_aggregate, "
-                            "query_sort, compaction, import, export)\n",
+            fprintf(stderr,
+                    "marble-bench interrupt: unknown op '%.*s' (query_aggregate, "
+                    "query_sort, compaction, import, export)\n",
                     (int)n, p);
             bq_rmtree(dir);
             return 2;
@@ -496,7 +485,8 @@ int bench_interrupt_area(int argc, char **argv)
     }
     rc = 1;
     double t0 = bq_now();
-    if (bq_open(dir, 0, &db, err, sizeof err) || bq_load(db, o.rows, 65536, NULL, err, sizeof err)) {
+    if (bq_open(dir, 0, &db, err, sizeof err) ||
+        bq_load(db, o.rows, 65536, NULL, err, sizeof err)) {
         fprintf(stderr, "marble-bench interrupt: %s\n", err);
         goto cleanup;
     }

@@ -1,6 +1,7 @@
 /*
- * Leveled compaction: the score-based picker and the single-threaded merge of a job's inputs
- * into new SSTables (see compaction.h).
+ * Leveled compaction: the score-based picker, the merge of a job's inputs into new SSTables in
+ * key-range pieces that run in parallel on the scheduler, and the token-bucket rate limiter
+ * (see compaction.h).
  *
  * The round-robin compaction pointer of each level lives in a small process-wide table (the
  * largest manifest key of the file last picked there), guarded by a mutex. It only steers which
