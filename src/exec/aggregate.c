@@ -30,7 +30,8 @@ typedef struct slot {
 struct marble__agg_local {
     const marble__agg_def *d;
     marble_datum_kind *gkind, *akind;
-    int fast; /* one INT group key */
+    int *acol; /* per aggregate: the batch column read directly (plain int64 / float64), else -1 */
+    int fast;  /* one INT group key */
     marble__memacct mem;
     slot *slots;
     size_t cap; /* power of two */
@@ -83,6 +84,7 @@ void marble__agg_local_destroy(marble__agg_local *l)
     free(l->av);
     free(l->gkind);
     free(l->akind);
+    free(l->acol);
     free(l->slots);
     free(l->gkey);
     free(l->glen);
@@ -203,7 +205,8 @@ int marble__agg_local_create(const marble__agg_def *d, marble_mem_budget *mem,
     l->av = calloc(d->n_aggs + 1, sizeof *l->av);
     l->gkind = calloc(d->n_groups + 1, sizeof *l->gkind);
     l->akind = calloc(d->n_aggs + 1, sizeof *l->akind);
-    if (!l->kv || !l->av || !l->gkind || !l->akind) {
+    l->acol = calloc(d->n_aggs + 1, sizeof *l->acol);
+    if (!l->kv || !l->av || !l->gkind || !l->akind || !l->acol) {
         free(l->kv);
         free(l->av);
         l->kv = NULL;
@@ -218,6 +221,12 @@ int marble__agg_local_create(const marble__agg_def *d, marble_mem_budget *mem,
     for (size_t a = 0; a < d->n_aggs; a++) {
         marble__vec_init(&l->av[a]);
         l->akind[a] = d->args[a] ? marble__bound_kind(d->args[a]) : MARBLE_DATUM_INT;
+        l->acol[a] = -1;
+        if (d->args[a] && marble__bound_column(d->args[a]) >= 0) {
+            const char *f = marble__bound_format(d->args[a]);
+            if (f && (!strcmp(f, "l") || !strcmp(f, "g")))
+                l->acol[a] = marble__bound_column(d->args[a]);
+        }
     }
     l->fast = d->n_groups == 1 && l->gkind[0] == MARBLE_DATUM_INT;
     if (d->n_groups == 0) {
@@ -384,6 +393,297 @@ static int update(marble__agg_local *l, size_t a, agg_state *st, const marble__v
     return MARBLE_OK;
 }
 
+/* The values of one aggregate's argument for the rows of a batch: either straight from an
+ * int64 / float64 column (`vals` at logical row 0, rows sel[k] or k, validity from the Arrow
+ * bitmap at bit `bit0` of logical row 0) or from a dense vector (byte validity, no sel). */
+typedef struct agg_in {
+    const void *vals;
+    const uint32_t *sel;
+    const uint8_t *bm;
+    int64_t bit0;
+    const uint8_t *vb;
+    int64_t n;
+} agg_in;
+
+/* Runs BODY for each valid row k (0 <= k < n) with x its value of type T; one tight loop per
+ * shape of input. */
+#define AGG_EACH(in, T, k, x, BODY)                                                                \
+    do {                                                                                           \
+        const T *v_ = (const T *)(in)->vals;                                                       \
+        const uint32_t *sel_ = (in)->sel;                                                          \
+        const uint8_t *bm_ = (in)->bm, *vb_ = (in)->vb;                                            \
+        int64_t b0_ = (in)->bit0, n_ = (in)->n;                                                    \
+        if (!sel_ && !bm_ && !vb_) {                                                               \
+            for (int64_t k = 0; k < n_; k++) {                                                     \
+                T x = v_[k];                                                                       \
+                BODY;                                                                              \
+            }                                                                                      \
+        } else if (!sel_ && vb_) {                                                                 \
+            for (int64_t k = 0; k < n_; k++)                                                       \
+                if (vb_[k]) {                                                                      \
+                    T x = v_[k];                                                                   \
+                    BODY;                                                                          \
+                }                                                                                  \
+        } else if (!sel_) {                                                                        \
+            for (int64_t k = 0; k < n_; k++) {                                                     \
+                int64_t p_ = b0_ + k;                                                              \
+                if ((bm_[p_ >> 3] >> (p_ & 7)) & 1) {                                              \
+                    T x = v_[k];                                                                   \
+                    BODY;                                                                          \
+                }                                                                                  \
+            }                                                                                      \
+        } else if (!bm_) {                                                                         \
+            for (int64_t k = 0; k < n_; k++) {                                                     \
+                T x = v_[sel_[k]];                                                                 \
+                BODY;                                                                              \
+            }                                                                                      \
+        } else {                                                                                   \
+            for (int64_t k = 0; k < n_; k++) {                                                     \
+                int64_t p_ = b0_ + sel_[k];                                                        \
+                if ((bm_[p_ >> 3] >> (p_ & 7)) & 1) {                                              \
+                    T x = v_[sel_[k]];                                                             \
+                    BODY;                                                                          \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    } while (0)
+
+/* Set bits in bm[bit0, bit0 + n). */
+static int64_t count_bits(const uint8_t *bm, int64_t bit0, int64_t n)
+{
+    int64_t c = 0, p = bit0, end = bit0 + n;
+    for (; p < end && (p & 7); p++)
+        c += (bm[p >> 3] >> (p & 7)) & 1;
+    for (; p + 64 <= end; p += 64) {
+        uint64_t w;
+        memcpy(&w, bm + (p >> 3), 8);
+        c += __builtin_popcountll(w);
+    }
+    for (; p < end; p++)
+        c += (bm[p >> 3] >> (p & 7)) & 1;
+    return c;
+}
+
+static int64_t count_valid(const agg_in *in)
+{
+    if (!in->bm && !in->vb) return in->n;
+    int64_t c = 0;
+    if (in->vb) {
+        for (int64_t k = 0; k < in->n; k++)
+            c += in->vb[k];
+    } else if (!in->sel) {
+        c = count_bits(in->bm, in->bit0, in->n);
+    } else {
+        for (int64_t k = 0; k < in->n; k++) {
+            int64_t p = in->bit0 + in->sel[k];
+            c += (in->bm[p >> 3] >> (p & 7)) & 1;
+        }
+    }
+    return c;
+}
+
+/* Fills `in` for aggregate a: direct from the batch column when it is a plain int64 / float64
+ * column whose arrays look sound (else evaluation reports the problem), or from av[a]. */
+static int agg_input(marble__agg_local *l, size_t a, const struct ArrowArray *batch,
+                     const uint32_t *sel, int64_t n, agg_in *in, marble_error *err)
+{
+    memset(in, 0, sizeof *in);
+    in->n = n;
+    int c = l->acol[a];
+    const struct ArrowArray *col =
+        c >= 0 && c < batch->n_children && batch->children ? batch->children[c] : NULL;
+    if (col && col->n_buffers == 2 && col->buffers && col->buffers[1] &&
+        col->length >= batch->offset + batch->length && (col->null_count == 0 || col->buffers[0])) {
+        int64_t base = col->offset + batch->offset;
+        in->vals = (const char *)col->buffers[1] + base * 8;
+        in->sel = sel;
+        if (col->null_count != 0) {
+            in->bm = col->buffers[0];
+            in->bit0 = base;
+        }
+        return MARBLE_OK;
+    }
+    marble__vec *v = &l->av[a];
+    MARBLE_RETURN_NOT_OK(marble__expr_eval(l->d->args[a], batch, sel, n, v, err));
+    switch (v->kind) {
+    case MARBLE_DATUM_INT:
+        in->vals = v->i;
+        break;
+    case MARBLE_DATUM_DOUBLE:
+        in->vals = v->d;
+        break;
+    default:
+        in->vals = NULL; /* BOOL / STRING: update() reads the vector */
+    }
+    in->vb = v->valid;
+    return MARBLE_OK;
+}
+
+static double sum_dense(const double *d, int64_t n)
+{
+    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    int64_t r = 0;
+    for (; r + 4 <= n; r += 4) {
+        s0 += d[r];
+        s1 += d[r + 1];
+        s2 += d[r + 2];
+        s3 += d[r + 3];
+    }
+    for (; r < n; r++)
+        s0 += d[r];
+    return (s0 + s1) + (s2 + s3);
+}
+
+/* Folds every row of `in` into the single state st (no groups). */
+static int fold_all(marble__agg_local *l, size_t a, agg_state *st, const agg_in *in,
+                    marble_error *err)
+{
+    marble_agg_fn fn = l->d->fns[a];
+    int dbl = l->akind[a] == MARBLE_DATUM_DOUBLE;
+    if (fn == MARBLE_AGG_COUNT) {
+        st->count += count_valid(in);
+        return MARBLE_OK;
+    }
+    if (fn == MARBLE_AGG_SUM && dbl) {
+        double s = 0;
+        int64_t c = 0;
+        if (!in->sel && !in->bm && !in->vb) {
+            s = sum_dense(in->vals, in->n);
+            c = in->n;
+        } else {
+            AGG_EACH(in, double, k, x, (s += x, c++));
+        }
+        st->d += s;
+        if (c) st->has = 1;
+        return MARBLE_OK;
+    }
+    if (fn == MARBLE_AGG_SUM) {
+        int64_t s = st->i, c = 0;
+        int ovf = 0;
+        AGG_EACH(in, int64_t, k, x, (ovf |= __builtin_add_overflow(s, x, &s), c++));
+        if (ovf) return sum_overflow(l, a, err);
+        st->i = s;
+        if (c) st->has = 1;
+        return MARBLE_OK;
+    }
+    if (fn == MARBLE_AGG_AVG && dbl) {
+        double s = 0;
+        int64_t c = 0;
+        if (!in->sel && !in->bm && !in->vb) {
+            s = sum_dense(in->vals, in->n);
+            c = in->n;
+        } else {
+            AGG_EACH(in, double, k, x, (s += x, c++));
+        }
+        st->d += s;
+        st->count += c;
+        if (c) st->has = 1;
+        return MARBLE_OK;
+    }
+    if (fn == MARBLE_AGG_AVG) {
+        i128 s = 0;
+        int64_t c = 0;
+        AGG_EACH(in, int64_t, k, x, (s += x, c++));
+        st->isum += s;
+        st->count += c;
+        if (c) st->has = 1;
+        return MARBLE_OK;
+    }
+    int has = st->has;
+    if (dbl) {
+        double m = st->d;
+        if (fn == MARBLE_AGG_MIN)
+            AGG_EACH(in, double, k, x, {
+                if (!has || (isnan(m) && !isnan(x)) || x < m) m = x;
+                has = 1;
+            });
+        else
+            AGG_EACH(in, double, k, x, {
+                if (!has || (isnan(m) && !isnan(x)) || x > m) m = x;
+                has = 1;
+            });
+        st->d = m;
+    } else {
+        int64_t m = st->i;
+        if (fn == MARBLE_AGG_MIN)
+            AGG_EACH(in, int64_t, k, x, {
+                m = !has || x < m ? x : m;
+                has = 1;
+            });
+        else
+            AGG_EACH(in, int64_t, k, x, {
+                m = !has || x > m ? x : m;
+                has = 1;
+            });
+        st->i = m;
+    }
+    st->has = has;
+    return MARBLE_OK;
+}
+
+/* Folds row k of `in` into states[gids[k] * na + a]. */
+static int fold_groups(marble__agg_local *l, size_t a, const agg_in *in, marble_error *err)
+{
+    marble_agg_fn fn = l->d->fns[a];
+    int dbl = l->akind[a] == MARBLE_DATUM_DOUBLE;
+    const int64_t na = (int64_t)l->d->n_aggs;
+    const int64_t *gid = l->gids;
+    agg_state *st = l->states + a;
+    if (fn == MARBLE_AGG_COUNT) {
+        if (dbl)
+            AGG_EACH(in, double, k, x, ((void)x, st[gid[k] * na].count++));
+        else
+            AGG_EACH(in, int64_t, k, x, ((void)x, st[gid[k] * na].count++));
+    } else if (fn == MARBLE_AGG_SUM && dbl) {
+        AGG_EACH(in, double, k, x, {
+            agg_state *g = &st[gid[k] * na];
+            g->d += x;
+            g->has = 1;
+        });
+    } else if (fn == MARBLE_AGG_SUM) {
+        AGG_EACH(in, int64_t, k, x, {
+            agg_state *g = &st[gid[k] * na];
+            if (__builtin_add_overflow(g->i, x, &g->i)) return sum_overflow(l, a, err);
+            g->has = 1;
+        });
+    } else if (fn == MARBLE_AGG_AVG && dbl) {
+        AGG_EACH(in, double, k, x, {
+            agg_state *g = &st[gid[k] * na];
+            g->d += x;
+            g->count++;
+            g->has = 1;
+        });
+    } else if (fn == MARBLE_AGG_AVG) {
+        AGG_EACH(in, int64_t, k, x, {
+            agg_state *g = &st[gid[k] * na];
+            g->isum += x;
+            g->count++;
+            g->has = 1;
+        });
+    } else if (dbl) {
+        int sign = fn == MARBLE_AGG_MIN ? 1 : -1;
+        AGG_EACH(in, double, k, x, {
+            agg_state *g = &st[gid[k] * na];
+            if (!g->has || (isnan(g->d) && !isnan(x)) || sign * ((x > g->d) - (x < g->d)) < 0)
+                g->d = x;
+            g->has = 1;
+        });
+    } else if (fn == MARBLE_AGG_MIN) {
+        AGG_EACH(in, int64_t, k, x, {
+            agg_state *g = &st[gid[k] * na];
+            if (!g->has || x < g->i) g->i = x;
+            g->has = 1;
+        });
+    } else {
+        AGG_EACH(in, int64_t, k, x, {
+            agg_state *g = &st[gid[k] * na];
+            if (!g->has || x > g->i) g->i = x;
+            g->has = 1;
+        });
+    }
+    return MARBLE_OK;
+}
+
 int marble__agg_consume(marble__agg_local *l, const struct ArrowArray *batch, const uint32_t *sel,
                         int64_t n, marble_error *err)
 {
@@ -392,75 +692,91 @@ int marble__agg_consume(marble__agg_local *l, const struct ArrowArray *batch, co
     if (n == 0) return MARBLE_OK;
     for (size_t g = 0; g < d->n_groups; g++)
         MARBLE_RETURN_NOT_OK(marble__expr_eval(d->groups[g], batch, sel, n, &l->kv[g], err));
-    for (size_t a = 0; a < na; a++)
-        if (d->args[a])
-            MARBLE_RETURN_NOT_OK(marble__expr_eval(d->args[a], batch, sel, n, &l->av[a], err));
-    if ((size_t)n > l->gids_cap) {
+    /* every argument is evaluated before any group or state changes */
+    agg_in in_stack[8];
+    agg_in *in = na <= 8 ? in_stack : malloc(na * sizeof *in);
+    if (!in) return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "aggregate: out of memory");
+    int rc = MARBLE_OK;
+    for (size_t a = 0; a < na && rc == MARBLE_OK; a++)
+        if (d->args[a]) rc = agg_input(l, a, batch, sel, n, &in[a], err);
+    if (rc == MARBLE_OK && d->n_groups && (size_t)n > l->gids_cap) {
         int64_t *ng = realloc(l->gids, (size_t)n * sizeof *ng);
-        if (!ng) return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "aggregate: out of memory");
-        l->gids = ng;
-        l->gids_cap = (size_t)n;
+        if (ng) {
+            l->gids = ng;
+            l->gids_cap = (size_t)n;
+        } else {
+            rc = marble_error_set(err, MARBLE_ERR_NO_MEMORY, "aggregate: out of memory");
+        }
     }
-    if (d->n_groups == 0) {
-        memset(l->gids, 0, (size_t)n * sizeof *l->gids);
+    if (rc != MARBLE_OK || d->n_groups == 0) {
+        /* no groups: every row folds into group 0, no gids needed */
     } else if (l->fast) {
         const marble__vec *v = &l->kv[0];
         enum { AHEAD = 8 };
-        for (int64_t r = 0; r < n; r++) {
+        for (int64_t r = 0; r < n && rc == MARBLE_OK; r++) {
             if (r + AHEAD < n && l->cap)
                 __builtin_prefetch(&l->slots[mix64((uint64_t)v->i[r + AHEAD]) & (l->cap - 1)]);
             if (v->valid && !v->valid[r]) {
-                if (l->null_gid < 0) MARBLE_RETURN_NOT_OK(new_group(l, &l->null_gid, err));
+                if (l->null_gid < 0) rc = new_group(l, &l->null_gid, err);
                 l->gids[r] = l->null_gid;
             } else {
-                MARBLE_RETURN_NOT_OK(find_int(l, v->i[r], &l->gids[r], err));
+                rc = find_int(l, v->i[r], &l->gids[r], err);
             }
         }
     } else {
-        for (int64_t r = 0; r < n; r++) {
+        for (int64_t r = 0; r < n && rc == MARBLE_OK; r++) {
             size_t kn = key_bytes(l, r);
             if (kn > l->kbuf_cap) {
                 size_t cap = kn * 2;
                 uint8_t *nb = realloc(l->kbuf, cap);
-                if (!nb)
-                    return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "aggregate: out of memory");
+                if (!nb) {
+                    rc = marble_error_set(err, MARBLE_ERR_NO_MEMORY, "aggregate: out of memory");
+                    break;
+                }
                 l->kbuf = nb;
                 l->kbuf_cap = cap;
             }
             key_write(l, r, l->kbuf);
-            MARBLE_RETURN_NOT_OK(find_bytes(l, l->kbuf, kn, &l->gids[r], err));
+            rc = find_bytes(l, l->kbuf, kn, &l->gids[r], err);
         }
     }
-    for (size_t a = 0; a < na; a++) {
-        const marble__vec *v = d->args[a] ? &l->av[a] : NULL;
-        agg_state *st = l->states + a;
-        if (d->fns[a] == MARBLE_AGG_COUNT_STAR || (d->fns[a] == MARBLE_AGG_COUNT && !v->valid)) {
-            for (int64_t r = 0; r < n; r++) st[l->gids[r] * (int64_t)na].count++;
-            continue;
-        }
-        if (d->fns[a] == MARBLE_AGG_SUM && l->akind[a] == MARBLE_DATUM_DOUBLE) {
-            for (int64_t r = 0; r < n; r++) {
-                if (v->valid && !v->valid[r]) continue;
-                st[l->gids[r] * (int64_t)na].d += v->d[r];
-                st[l->gids[r] * (int64_t)na].has = 1;
+    for (size_t a = 0; a < na && rc == MARBLE_OK; a++) {
+        marble_agg_fn fn = d->fns[a];
+        marble_datum_kind k = l->akind[a];
+        int typed = k == MARBLE_DATUM_INT || k == MARBLE_DATUM_DOUBLE;
+        if (fn == MARBLE_AGG_COUNT_STAR) {
+            if (d->n_groups == 0)
+                l->states[a].count += n;
+            else
+                for (int64_t r = 0; r < n; r++)
+                    l->states[l->gids[r] * (int64_t)na + (int64_t)a].count++;
+        } else if (typed || fn == MARBLE_AGG_COUNT) {
+            if (!typed) {
+                /* COUNT of a BOOL / STRING argument only needs the validity */
+                in[a].vals = NULL;
+                if (d->n_groups == 0) {
+                    l->states[a].count += count_valid(&in[a]);
+                } else {
+                    const uint8_t *vb = in[a].vb;
+                    for (int64_t r = 0; r < n; r++)
+                        if (!vb || vb[r]) l->states[l->gids[r] * (int64_t)na + (int64_t)a].count++;
+                }
+            } else if (d->n_groups == 0) {
+                rc = fold_all(l, a, &l->states[a], &in[a], err);
+            } else {
+                rc = fold_groups(l, a, &in[a], err);
             }
-            continue;
-        }
-        if (d->fns[a] == MARBLE_AGG_SUM) {
-            for (int64_t r = 0; r < n; r++) {
+        } else {
+            const marble__vec *v = &l->av[a];
+            for (int64_t r = 0; r < n && rc == MARBLE_OK; r++) {
                 if (v->valid && !v->valid[r]) continue;
-                agg_state *g = &st[l->gids[r] * (int64_t)na];
-                if (__builtin_add_overflow(g->i, v->i[r], &g->i)) return sum_overflow(l, a, err);
-                g->has = 1;
+                int64_t g = d->n_groups ? l->gids[r] : 0;
+                rc = update(l, a, &l->states[g * (int64_t)na + (int64_t)a], v, r, NULL, err);
             }
-            continue;
-        }
-        for (int64_t r = 0; r < n; r++) {
-            if (v && v->valid && !v->valid[r]) continue;
-            MARBLE_RETURN_NOT_OK(
-                update(l, a, &l->states[l->gids[r] * (int64_t)na + (int64_t)a], v, r, NULL, err));
         }
     }
+    if (in != in_stack) free(in);
+    MARBLE_RETURN_NOT_OK(rc);
     return marble__mem_need(&l->mem, in_use(l), err);
 }
 

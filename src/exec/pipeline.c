@@ -738,6 +738,11 @@ static int bstep(btask *t, int budget, const marble_task_ctx *ctx, int *finished
     return MARBLE_OK;
 }
 
+static int ctx_cancelled(void *ctx)
+{
+    return marble_task_cancelled(ctx);
+}
+
 static marble_task_status btask_fn(marble_task_ctx *ctx, void *arg)
 {
     btask *t = arg;
@@ -749,7 +754,14 @@ static marble_task_status btask_fn(marble_task_ctx *ctx, void *arg)
         btask_close(t);
         return marble_task_fail(ctx, rc, "%s", e.message);
     }
-    return finished ? MARBLE_TASK_DONE : MARBLE_TASK_YIELD;
+    if (!finished) return MARBLE_TASK_YIELD;
+    /* the worker sorts its own run, so the runs are sorted in parallel before the merge */
+    if (t->sort && !marble_task_cancelled(ctx)) {
+        rc = marble__sort_local_sort(t->sort, ctx_cancelled, ctx, &e);
+        if (rc != MARBLE_OK && rc != MARBLE_ERR_CANCELLED)
+            return marble_task_fail(ctx, rc, "%s", e.message);
+    }
+    return MARBLE_TASK_DONE;
 }
 
 static int run_blocking(exec *x, run *r, struct ArrowArray **batches, size_t *nb, marble_error *err)
@@ -807,7 +819,7 @@ static int run_blocking(exec *x, run *r, struct ArrowArray **batches, size_t *nb
         } else {
             for (int i = 0; i < par; i++)
                 ls[i] = t[i].sort;
-            rc = marble__sort_finish(ls, (size_t)par, batches, nb, err);
+            rc = marble__sort_finish(ls, (size_t)par, x->o.cancel, batches, nb, err);
             free(ls);
         }
     }

@@ -149,9 +149,16 @@ void marble__sort_local_destroy(marble__sort_local *l);
  * morsel << 40 | (*seq)++. */
 int marble__sort_consume(marble__sort_local *l, struct ArrowArray *batch, const uint32_t *sel,
                          int64_t n, int64_t morsel, int64_t *seq, marble_error *err);
-/* Merges the runs of every local into sorted batches of at most 4096 rows (malloc'd array). */
-int marble__sort_finish(marble__sort_local **locals, size_t n, struct ArrowArray **batches,
-                        size_t *n_batches, marble_error *err);
+/* Sorts the local's rows into a run (once; later calls return at once). Calls cancelled(arg)
+ * (if not NULL) every few thousand rows and gives MARBLE_ERR_CANCELLED when it returns nonzero,
+ * leaving the local unsorted. */
+int marble__sort_local_sort(marble__sort_local *l, int (*cancelled)(void *), void *arg,
+                            marble_error *err);
+/* Sorts the locals not sorted yet, then merges their runs into sorted batches of at most 4096
+ * rows (malloc'd array). Stops with MARBLE_ERR_CANCELLED once `cancel` (NULL: never) is
+ * cancelled: it is checked while sorting and before each output batch. */
+int marble__sort_finish(marble__sort_local **locals, size_t n, marble_cancel_token *cancel,
+                        struct ArrowArray **batches, size_t *n_batches, marble_error *err);
 
 #define MARBLE__OUT_ROWS 4096
 

@@ -1,7 +1,8 @@
 /* Sort and top-N: each worker keeps the batches it saw and row references into them (all rows for
  * a full sort, a bounded max-heap of the best `limit` rows for top-N, compacted into one batch as
- * it goes), sorts them into a run, and the runs are k-way merged into output batches. Ties are
- * broken by input order (morsel, then row), so results do not depend on the number of workers. */
+ * it goes), sorts them into a run on its own worker, and the runs are k-way merged into output
+ * batches; both steps check for cancellation as they go. Ties are broken by input order (morsel,
+ * then row), so results do not depend on the number of workers. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,6 +22,7 @@ struct marble__sort_local {
     int64_t batch_rows; /* rows in the retained batches */
     marble__rowref *refs;
     size_t n_r, cap_r;
+    int sorted; /* refs are in order (marble__sort_local_sort ran to its end) */
 };
 
 int marble__sort_local_create(const struct ArrowSchema *schema, const marble_sort_key *keys,
@@ -217,9 +219,20 @@ int marble__sort_consume(marble__sort_local *l, struct ArrowArray *batch, const 
     return MARBLE_OK;
 }
 
-static void merge_sort(const marble__sort_local *l, marble__rowref *a, marble__rowref *tmp,
-                       size_t n)
+typedef struct sort_ctx {
+    const marble__sort_local *l;
+    marble__rowref *tmp;
+    int (*cancelled)(void *);
+    void *arg;
+    int stop;
+} sort_ctx;
+
+/* Checks for cancellation at each subtree of at least this many rows (a few ms of work). */
+#define SORT_CHECK_ROWS 16384
+
+static void merge_sort(sort_ctx *c, marble__rowref *a, size_t n)
 {
+    const marble__sort_local *l = c->l;
     if (n < 16) {
         for (size_t i = 1; i < n; i++) {
             marble__rowref x = a[i];
@@ -232,10 +245,13 @@ static void merge_sort(const marble__sort_local *l, marble__rowref *a, marble__r
         }
         return;
     }
+    if (n >= SORT_CHECK_ROWS && c->cancelled && !c->stop && c->cancelled(c->arg)) c->stop = 1;
+    if (c->stop) return;
     size_t h = n / 2;
-    merge_sort(l, a, tmp, h);
-    merge_sort(l, a + h, tmp, n - h);
-    if (ref_cmp(l, &a[h - 1], l, &a[h]) <= 0) return;
+    merge_sort(c, a, h);
+    merge_sort(c, a + h, n - h);
+    if (c->stop || ref_cmp(l, &a[h - 1], l, &a[h]) <= 0) return;
+    marble__rowref *tmp = c->tmp;
     size_t i = 0, j = h, k = 0;
     while (i < h && j < n)
         tmp[k++] = ref_cmp(l, &a[j], l, &a[i]) < 0 ? a[j++] : a[i++];
@@ -246,46 +262,67 @@ static void merge_sort(const marble__sort_local *l, marble__rowref *a, marble__r
     memcpy(a, tmp, n * sizeof *a);
 }
 
+int marble__sort_local_sort(marble__sort_local *l, int (*cancelled)(void *), void *arg,
+                            marble_error *err)
+{
+    if (l->sorted || l->n_r < 2) {
+        l->sorted = 1;
+        return MARBLE_OK;
+    }
+    marble__memacct acct = {l->mem.budget, "sort buffer", 0};
+    int rc = marble__mem_need(&acct, l->n_r * sizeof(marble__rowref), err);
+    sort_ctx c = {l, NULL, cancelled, arg, 0};
+    if (rc == MARBLE_OK && !(c.tmp = malloc(l->n_r * sizeof *c.tmp)))
+        rc = marble_error_set(err, MARBLE_ERR_NO_MEMORY, "sort: out of memory");
+    if (rc == MARBLE_OK) merge_sort(&c, l->refs, l->n_r);
+    if (rc == MARBLE_OK && c.stop)
+        rc = marble_error_set(err, MARBLE_ERR_CANCELLED, "pipeline cancelled");
+    if (rc == MARBLE_OK) l->sorted = 1;
+    free(c.tmp);
+    marble__mem_release_all(&acct);
+    return rc;
+}
+
+static int token_cancelled(void *t)
+{
+    return marble_cancel_token_is_cancelled(t);
+}
+
 typedef struct run_head {
     size_t local;
     size_t pos;
 } run_head;
 
-int marble__sort_finish(marble__sort_local **locals, size_t n, struct ArrowArray **batches,
-                        size_t *n_batches, marble_error *err)
+int marble__sort_finish(marble__sort_local **locals, size_t n, marble_cancel_token *cancel,
+                        struct ArrowArray **batches, size_t *n_batches, marble_error *err)
 {
     int rc = MARBLE_OK;
     *batches = NULL;
     *n_batches = 0;
-    size_t total_b = 0, total_r = 0, max_r = 0;
+    size_t total_b = 0, total_r = 0;
     for (size_t i = 0; i < n; i++) {
         total_b += locals[i]->n_b;
         total_r += locals[i]->n_r;
-        if (locals[i]->n_r > max_r) max_r = locals[i]->n_r;
     }
     int64_t limit = n ? locals[0]->limit : -1;
     if (limit >= 0 && total_r > (size_t)limit) total_r = (size_t)limit;
     const struct ArrowArray **tab = malloc((total_b + 1) * sizeof *tab);
     size_t *base = calloc(n + 1, sizeof *base);
-    marble__rowref *tmp = malloc((max_r + 1) * sizeof *tmp);
     marble__rowref *chunk = malloc(MARBLE__OUT_ROWS * sizeof *chunk);
     run_head *heap = malloc((n + 1) * sizeof *heap);
     size_t n_out = (total_r + MARBLE__OUT_ROWS - 1) / MARBLE__OUT_ROWS;
     struct ArrowArray *out = calloc(n_out + 1, sizeof *out);
-    marble__memacct acct = {n ? locals[0]->mem.budget : NULL, "sort merge", 0};
-    if (!tab || !base || !tmp || !chunk || !heap || !out) {
+    if (!tab || !base || !chunk || !heap || !out) {
         rc = marble_error_set(err, MARBLE_ERR_NO_MEMORY, "sort: out of memory");
         goto done;
     }
-    rc = marble__mem_need(&acct, (max_r + 1) * sizeof *tmp, err);
-    if (rc != MARBLE_OK) goto done;
     size_t nb = 0;
     for (size_t i = 0; i < n; i++) {
         marble__sort_local *l = locals[i];
         base[i] = nb;
         for (size_t b = 0; b < l->n_b; b++)
             tab[nb++] = &l->batches[b];
-        merge_sort(l, l->refs, tmp, l->n_r);
+        if ((rc = marble__sort_local_sort(l, token_cancelled, cancel, err)) != MARBLE_OK) goto done;
     }
     size_t hn = 0;
     for (size_t i = 0; i < n; i++) {
@@ -329,6 +366,10 @@ int marble__sort_finish(marble__sort_local **locals, size_t n, struct ArrowArray
             i = c;
         }
         if (filled == MARBLE__OUT_ROWS || emitted == total_r || hn == 0) {
+            if (marble_cancel_token_is_cancelled(cancel)) {
+                rc = marble_error_set(err, MARBLE_ERR_CANCELLED, "pipeline cancelled");
+                goto done;
+            }
             rc = marble__gather_batch(n ? locals[0]->schema : NULL, tab, chunk, NULL,
                                       (int64_t)filled, &out[*n_batches], err);
             if (rc != MARBLE_OK) goto done;
@@ -337,7 +378,6 @@ int marble__sort_finish(marble__sort_local **locals, size_t n, struct ArrowArray
         }
     }
 done:
-    marble__mem_release_all(&acct);
     if (rc != MARBLE_OK && out) {
         for (size_t i = 0; i < *n_batches; i++)
             marble_arrow_array_release(&out[i]);
@@ -348,7 +388,6 @@ done:
     *batches = out;
     free(tab);
     free(base);
-    free(tmp);
     free(chunk);
     free(heap);
     return rc;

@@ -529,7 +529,7 @@ static void one_round(unsigned seed0, int threads, marble_sched *sched)
         aggspec as[4];
         marble_agg_spec ms[4];
         marble_expr *ae[4] = {0};
-        char anames[4][8];
+        char anames[4][16];
         int na = 1 + (int)rnd(&seed, 4);
         for (int a = 0; a < na; a++) {
             int c = (int)rnd(&seed, (unsigned)t.ncols);
