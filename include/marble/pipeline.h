@@ -217,6 +217,9 @@ typedef enum marble_agg_fn {
     MARBLE_AGG_AVG
 } marble_agg_fn;
 
+/* "count", "sum", "min", "max", "avg" (COUNT_STAR is "count"); "?" for other values. */
+MARBLE_API const char *marble_agg_fn_name(marble_agg_fn fn);
+
 typedef struct marble_agg_spec {
     marble_agg_fn fn;
     const marble_expr *arg; /* borrowed; cloned by the pipeline */

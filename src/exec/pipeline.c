@@ -243,7 +243,7 @@ int marble_pipeline_project(marble_pipeline *p, const marble_expr *const *exprs,
     return push_op(p, o, err);
 }
 
-static const char *agg_fn_name(marble_agg_fn fn)
+const char *marble_agg_fn_name(marble_agg_fn fn)
 {
     switch (fn) {
     case MARBLE_AGG_COUNT_STAR:
@@ -319,7 +319,7 @@ int marble_pipeline_aggregate(marble_pipeline *p, const marble_expr *const *grou
             break;
         }
         char what[64];
-        snprintf(what, sizeof what, "aggregate %zu (%s)", a, agg_fn_name(fn));
+        snprintf(what, sizeof what, "aggregate %zu (%s)", a, marble_agg_fn_name(fn));
         marble_datum_kind k = MARBLE_DATUM_INT;
         if (fn != MARBLE_AGG_COUNT_STAR) {
             rc = bind(aggs[a].arg, o->in, what, &o->agg.args[a], err);
@@ -340,7 +340,7 @@ int marble_pipeline_aggregate(marble_pipeline *p, const marble_expr *const *grou
             char *arg = fn == MARBLE_AGG_COUNT_STAR ? strdup("*") : expr_name(aggs[a].arg);
             size_t len = arg ? strlen(arg) + 16 : 0;
             own[i] = arg ? malloc(len) : NULL;
-            if (own[i]) snprintf(own[i], len, "%s(%s)", agg_fn_name(fn), arg);
+            if (own[i]) snprintf(own[i], len, "%s(%s)", marble_agg_fn_name(fn), arg);
             free(arg);
             if (!own[i]) {
                 rc = marble_error_set(err, MARBLE_ERR_NO_MEMORY, "aggregate: out of memory");

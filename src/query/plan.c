@@ -1196,7 +1196,7 @@ static void sb_expr_text(marble__sbuf *b, const marble_expr *e)
 
 static void sb_agg(marble__sbuf *b, const out_col *o)
 {
-    marble__sb_str(b, marble__agg_name(o->fn));
+    marble__sb_str(b, marble_agg_fn_name(o->fn));
     marble__sb_str(b, "(");
     if (o->e)
         sb_expr_text(b, o->e);

@@ -135,7 +135,7 @@ int marble_query_select_agg(marble_query *q, marble_agg_fn fn, const marble_expr
                                 (int)fn);
     if (fn != MARBLE_AGG_COUNT_STAR && !arg)
         return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
-                                "query: aggregate %s needs an argument", marble__agg_name(fn));
+                                "query: aggregate %s needs an argument", marble_agg_fn_name(fn));
     MARBLE_RETURN_NOT_OK(check_alias(alias, err));
     marble_expr *c = NULL;
     if (fn != MARBLE_AGG_COUNT_STAR && !(c = marble_expr_clone(arg)))
@@ -218,24 +218,6 @@ int marble_query_limit(marble_query *q, int64_t limit, int64_t offset, marble_er
     return MARBLE_OK;
 }
 
-const char *marble__agg_name(marble_agg_fn fn)
-{
-    switch (fn) {
-    case MARBLE_AGG_COUNT_STAR:
-    case MARBLE_AGG_COUNT:
-        return "count";
-    case MARBLE_AGG_SUM:
-        return "sum";
-    case MARBLE_AGG_MIN:
-        return "min";
-    case MARBLE_AGG_MAX:
-        return "max";
-    case MARBLE_AGG_AVG:
-        return "avg";
-    }
-    return "?";
-}
-
 char *marble__expr_text(const marble_expr *e)
 {
     char small[256];
@@ -276,7 +258,7 @@ char *marble__item_name(const marble__item *it)
     if (!arg) return NULL;
     size_t n = strlen(arg) + 8;
     char *s = malloc(n);
-    if (s) snprintf(s, n, "%s(%s)", marble__agg_name(it->fn), arg);
+    if (s) snprintf(s, n, "%s(%s)", marble_agg_fn_name(it->fn), arg);
     free(arg);
     return s;
 }

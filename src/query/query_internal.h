@@ -49,8 +49,6 @@ struct marble_query {
 
 /* 1 if `s` (n bytes) is a word the parser reserves (case-insensitive). */
 int marble__query_is_keyword(const char *s, size_t n);
-/* Lowercase name of an aggregate ("count", "sum", ...); COUNT(*) is "count". */
-const char *marble__agg_name(marble_agg_fn fn);
 /* The expression's text (marble_expr_to_string) in a malloc'd string; NULL if out of memory. */
 char *marble__expr_text(const marble_expr *e);
 /* The output name of a select item (alias, column name, expression text, "sum(v)",
