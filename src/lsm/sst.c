@@ -800,8 +800,6 @@ struct marble__sst {
     marble__key_encoder kenc; /* the codec's key columns over the file's schema (+ _seq, _op) */
     pthread_mutex_t mu;
     marble_mem_budget *budget;     /* see marble__sst_set_budget */
-    int8_t *col_width;             /* per column of a batch: bytes per value, 0 bool, -4/-8
-                                      offsets of variable-width columns */
     cache_entry **cache;           /* nbatches slots */
     int64_t ring[SST_CACHE_SLOTS]; /* decompressed batches cached, oldest first */
     unsigned next_slot;
@@ -839,7 +837,6 @@ static void sst_free(marble__sst *s)
     for (int64_t i = 0; s->cache && i < s->nbatches; i++)
         if (s->cache[i]) entry_unref(s->cache[i]);
     free(s->cache);
-    free(s->col_width);
     marble_ipc_reader_destroy(s->ipc);
     if (s->map) marble_mapping_release(s->map);
     pthread_mutex_destroy(&s->mu);
@@ -1344,23 +1341,29 @@ static int verify_batch(marble__sst *s, int64_t i, const struct ArrowArray *a, m
     return MARBLE_OK;
 }
 
-/* Bytes a decoded batch holds (values, offsets, string data, validity). */
+/* Bytes a decoded batch holds (values, offsets, string data, validity), from the codec's column
+ * types; the trailing _seq and _op are 8 and 1 bytes a row. */
 static uint64_t decoded_bytes(const marble__sst *s, const struct ArrowArray *b)
 {
     uint64_t n = 0;
     for (int64_t c = 0; c < b->n_children; c++) {
         const struct ArrowArray *a = b->children[c];
-        int w = s->col_width ? s->col_width[c] : 8;
         uint64_t len = (uint64_t)a->length;
         n += (len + 7) / 8; /* validity */
-        if (w > 0) {
-            n += len * (uint64_t)w;
-        } else if (w == 0) {
+        if (c >= s->ncols) {
+            n += len * (c == s->ncols ? 8u : 1u);
+            continue;
+        }
+        const marble_arrow_type *t = &s->codec->cols[c].type;
+        if (t->id == MARBLE_ARROW_BOOL) {
             n += (len + 7) / 8;
+        } else if (t->byte_width > 0) {
+            n += len * (uint64_t)t->byte_width;
         } else if (a->n_buffers >= 3 && a->buffers[1]) {
-            int64_t last = w == -4 ? ((const int32_t *)a->buffers[1])[a->offset + a->length]
-                                   : ((const int64_t *)a->buffers[1])[a->offset + a->length];
-            n += (len + 1) * (uint64_t)(-w) + (last > 0 ? (uint64_t)last : 0);
+            int wide = t->id == MARBLE_ARROW_LARGE_UTF8 || t->id == MARBLE_ARROW_LARGE_BINARY;
+            int64_t last = wide ? ((const int64_t *)a->buffers[1])[a->offset + a->length]
+                                : ((const int32_t *)a->buffers[1])[a->offset + a->length];
+            n += (len + 1) * (wide ? 8u : 4u) + (last > 0 ? (uint64_t)last : 0);
         }
     }
     return n;
@@ -1368,24 +1371,6 @@ static uint64_t decoded_bytes(const marble__sst *s, const struct ArrowArray *b)
 
 void marble__sst_set_budget(marble__sst *s, marble_mem_budget *b)
 {
-    struct ArrowSchema sch;
-    if (!b || marble_ipc_reader_schema(s->ipc, &sch, NULL) != MARBLE_OK) return;
-    int8_t *w = calloc((size_t)sch.n_children + 1, 1);
-    for (int64_t c = 0; w && c < sch.n_children; c++) {
-        marble_arrow_type t;
-        if (marble_arrow_type_parse(sch.children[c]->format, &t, NULL) != MARBLE_OK) {
-            w[c] = 8;
-        } else if (t.id == MARBLE_ARROW_BOOL) {
-            w[c] = 0;
-        } else if (t.byte_width > 0) {
-            w[c] = (int8_t)(t.byte_width > 64 ? 64 : t.byte_width);
-        } else {
-            w[c] = t.id == MARBLE_ARROW_LARGE_UTF8 || t.id == MARBLE_ARROW_LARGE_BINARY ? -8 : -4;
-        }
-    }
-    marble_arrow_schema_release(&sch);
-    if (!w) return;
-    s->col_width = w;
     s->budget = b;
 }
 

@@ -1,5 +1,6 @@
 /* The database's one memory budget: memtables are charged to it, queries draw on it, and a query
  * that would take it past its limit fails with MARBLE_ERR_LIMIT (the database stays usable). */
+#include <stdio.h>
 #include <string.h>
 
 #include "marble/marble.h"
@@ -94,4 +95,52 @@ TEST(query_over_db_budget_fails_cleanly)
     marble_free(json);
     marble_arrow_schema_release(&s);
     CHECK_OK(marble_db_close(db, &err));
+}
+
+/* Decompressed SSTable batches held in the per-file caches are charged to the budget; mapped
+ * (uncompressed) ones take no heap and are not. */
+TEST(cached_decompressed_batches_are_charged)
+{
+    marble_error err = {0};
+    for (int compressed = 0; compressed < 2; compressed++) {
+        marble_db_options o;
+        marble_db_options_init(&o);
+        o.compression = compressed ? MARBLE_IPC_ZSTD : MARBLE_IPC_UNCOMPRESSED;
+        o.sync = MARBLE_SYNC_NONE;
+        char dir[600];
+        snprintf(dir, sizeof dir, "%s/db%d", marble_test_tmpdir(), compressed);
+        marble_db *db;
+        CHECK_OK(marble_db_open(dir, &o, &db, &err));
+        struct ArrowSchema s;
+        CHECK_OK(marble_arrow_schema_parse("id:int64!,name:utf8", &s, &err));
+        const char *key[] = {"id"};
+        CHECK_OK(marble_db_create_table(db, "t", &s, key, 1, &err));
+        marble_batch_builder *bb;
+        CHECK_OK(marble_batch_builder_create(&s, &bb, &err));
+        for (int64_t i = 0; i < 4000; i++) {
+            CHECK_OK(marble_builder_append_int(bb, 0, i, &err));
+            CHECK_OK(marble_builder_append_bytes(bb, 1, "some text", 9, &err));
+        }
+        struct ArrowArray a;
+        CHECK_OK(marble_batch_builder_finish(bb, &a, &err));
+        marble_batch_builder_destroy(bb);
+        CHECK_OK(marble_db_put(db, "t", &s, &a, NULL, &err));
+        a.release(&a);
+        CHECK_OK(marble_db_flush(db, &err));
+        marble_mem_budget *b = marble_db_memory_budget(db);
+        uint64_t before = marble_mem_budget_used(b);
+        marble_value kv = {MARBLE_VALUE_INT, 7, 0, 0, NULL, 0};
+        struct ArrowSchema rs;
+        struct ArrowArray row;
+        CHECK_OK(marble_db_get(db, "t", (marble_key){&kv, 1}, NULL, &rs, &row, &err));
+        row.release(&row);
+        rs.release(&rs);
+        uint64_t after = marble_mem_budget_used(b);
+        if (compressed) /* 4000 rows: 8 + 8 + ~9 + 4 bytes each at least */
+            ASSERT_TRUE(after >= before + 4000 * 29);
+        else
+            ASSERT_EQ_U64(after, before);
+        marble_arrow_schema_release(&s);
+        CHECK_OK(marble_db_close(db, &err));
+    }
 }
