@@ -209,7 +209,7 @@ static int show_query(marble_db *db, const char *sql, int64_t *rows)
 
 /* Grouped aggregates through the query engine, and a query result exported to an Arrow IPC file
  * that is then read back with the IPC reader (any Arrow tool opens it the same way). */
-static int demo_queries(marble_db *db, const char *dir, uint64_t rows)
+static int demo_queries(marble_db *db, const char *dir)
 {
     marble_error err = {0};
     int64_t n;
@@ -280,7 +280,6 @@ static int demo_queries(marble_db *db, const char *dir, uint64_t rows)
     marble_arrow_schema_release(&s);
     marble_ipc_reader_destroy(r);
     free(data);
-    (void)rows;
     if (back != es.rows || back != n) {
         fprintf(stderr, "marble demo: the export holds %" PRId64 " rows, the query gave %" PRId64
                         "\n", back, n);
@@ -446,7 +445,7 @@ int marble_cli_demo_db(int argc, char **argv)
     printf("  full scan of amount: %" PRId64 " rows in %.2fs (%.1f M rows/s)\n", n, t_scan,
            (double)n / t_scan / 1e6);
 
-    if (demo_queries(db, dir, rows)) return 1;
+    if (demo_queries(db, dir)) return 1;
 
     char *json;
     if (marble_db_stats_json(db, &json, &err)) return fail("stats", &err);

@@ -76,10 +76,13 @@ static int file_of_table(const marble__file_meta *f, uint32_t id)
     return f->smallest_len >= MARBLE__PREFIX_LEN && marble__prefix_get(f->smallest) == id;
 }
 
-static int cmp_number_desc(const void *a, const void *b)
+/* Newest first, as the manifest orders L0 (largest_seq, then number): a file's number is not
+ * its age (index rebuilds and ingests write newer numbers for older data). */
+static int cmp_newest_first(const void *a, const void *b)
 {
     const marble__file_meta *x = *(const marble__file_meta *const *)a;
     const marble__file_meta *y = *(const marble__file_meta *const *)b;
+    if (x->largest_seq != y->largest_seq) return x->largest_seq < y->largest_seq ? 1 : -1;
     return x->number < y->number ? 1 : x->number > y->number ? -1 : 0;
 }
 
@@ -114,7 +117,7 @@ static int lookup(marble_db *db, const marble__table *t, const marble__readview 
             key_cmp(key, klen, f->largest, f->largest_len) <= 0)
             l0[m++] = f;
     }
-    qsort(l0, m, sizeof *l0, cmp_number_desc);
+    qsort(l0, m, sizeof *l0, cmp_newest_first);
     int rc = MARBLE_ERR_NOT_FOUND;
     for (size_t i = 0; i < m && rc == MARBLE_ERR_NOT_FOUND; i++) {
         marble__sst *s;
