@@ -445,7 +445,8 @@ MARBLE_API void marble_ingest_options_init(marble_ingest_options *o);
  * the partial files are removed. Writes to the same key range committed while an ingest runs
  * take later sequence numbers and win over it; if such a write has already been flushed to an
  * SSTable when the ingest installs, the ingest fails with MARBLE_ERR_BUSY (nothing visible) and
- * may be retried. A snapshot created while an ingest runs may see its rows once it completes.
+ * may be retried. A snapshot created while an ingest runs would see its rows appear, so while
+ * such a snapshot lives the ingest fails with MARBLE_ERR_BUSY too (nothing visible).
  *
  * Unsorted input (assume_sorted == 0 and a key not above the one before it): the sorted prefix
  * read so far is installed as above, then the remaining batches go through marble_db_put

@@ -280,6 +280,9 @@ static int install(ingest *g, marble_ingest_stats *st, marble_error *err)
     marble__edit_init(&edit);
     int rc = prefixed(g->t, &g->jobs[0]->info.smallest, &lo, err);
     if (rc == MARBLE_OK) rc = prefixed(g->t, &g->jobs[g->n_jobs - 1]->info.largest, &hi, err);
+    /* the files' directory entries are durable before the manifest names them (and before the
+     * locks below, which keep writers out) */
+    if (rc == MARBLE_OK) rc = marble_fs_sync_dir(db->fs, db->uri, err);
     for (int attempt = 0; rc == MARBLE_OK; attempt++) {
         pthread_mutex_lock(&db->wmu);
         pthread_mutex_lock(&db->mu);
@@ -322,30 +325,21 @@ static int install(ingest *g, marble_ingest_stats *st, marble_error *err)
                     break;
                 }
             }
+        /* a snapshot taken while the ingest ran has a sequence at or above the ingest's and
+         * would see the rows appear under it */
+        for (marble_snapshot *sn = db->snapshots.next; rc == MARBLE_OK && sn != &db->snapshots;
+             sn = sn->next)
+            if (sn->seq >= g->seq)
+                rc = marble_error_set(err, MARBLE_ERR_BUSY,
+                                      "ingest into table '%s': a snapshot taken while it ran "
+                                      "(sequence %llu) would see its rows appear; release it and "
+                                      "retry",
+                                      g->t->name, (unsigned long long)sn->seq);
         if (rc != MARBLE_OK) goto unlock;
         int level = 0;
         if (!overlap[0] && db->compactions_running == 0)
             while (level + 1 < MARBLE__NUM_LEVELS && !overlap[level + 1])
                 level++;
-        /* fresh numbers: L0 point reads try overlapping files by number, newest first */
-        for (size_t i = 0; i < g->n_jobs && rc == MARBLE_OK; i++) {
-            ing_job *j = g->jobs[i];
-            uint64_t number = marble__db_new_file_number(db);
-            char *to = marble__db_file_uri(db, number);
-            if (!to) {
-                rc = marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
-                break;
-            }
-            rc = marble_fs_rename(db->fs, j->uri, to, 0, err);
-            if (rc == MARBLE_OK) {
-                free(j->uri);
-                j->uri = to;
-                j->number = number;
-            } else {
-                free(to);
-            }
-        }
-        if (rc == MARBLE_OK) rc = marble_fs_sync_dir(db->fs, db->uri, err);
         for (size_t i = 0; i < g->n_jobs && rc == MARBLE_OK; i++) {
             ing_job *j = g->jobs[i];
             marble__bytes s = {0}, h = {0};
@@ -1239,7 +1233,7 @@ int marble_db_import_file(marble_db *db, const char *table, const char *uri,
         opts.ingest.progress_ud = &ip;
     }
     if (rc == MARBLE_OK) {
-        marble_ingest_stats is;
+        marble_ingest_stats is = {0};
         void *sdata = st.private_data; /* the import frees it: see the releases */
         rc = prefetch_wrap(&st, err);
         const marble_error *se =

@@ -799,3 +799,56 @@ TEST(ingest_with_concurrent_writers)
     CHECK_OK(marble_db_close(db, &err));
     rmdir_all(dir);
 }
+
+/* A snapshot taken while an ingest runs must not see its rows appear later: the ingest refuses
+ * to install (MARBLE_ERR_BUSY, nothing visible) while such a snapshot lives. */
+typedef struct snap_during {
+    marble_db *db;
+    marble_snapshot *snap;
+} snap_during;
+
+static void snap_progress(void *ud, int64_t rows, int64_t bytes)
+{
+    (void)rows;
+    (void)bytes;
+    snap_during *sd = ud;
+    marble_error err = {0};
+    if (!sd->snap) {
+        put_one(sd->db, 200000, 1.0); /* a write after the ingest started */
+        CHECK_OK(marble_db_snapshot_create(sd->db, &sd->snap, &err));
+    }
+}
+
+TEST(ingest_refuses_to_change_a_snapshot_taken_during_it)
+{
+    const char *dir = tmpdir();
+    marble_db_options o = opts_small();
+    marble_db *db = open_db(dir, &o, 1);
+    marble_error err = {0};
+    snap_during sd = {db, NULL};
+    struct ArrowArrayStream in;
+    gen_stream(0, 1, 4, 100, 2.0, &in);
+    marble_ingest_options io;
+    marble_ingest_options_init(&io);
+    io.assume_sorted = 1;
+    io.progress = snap_progress;
+    io.progress_ud = &sd;
+    ASSERT_EQ_INT(marble_db_ingest(db, "t", &in, &io, NULL, &err), MARBLE_ERR_BUSY);
+    ASSERT_TRUE(strstr(err.message, "snapshot") != NULL);
+    ASSERT_NOT_NULL(sd.snap);
+    ASSERT_TRUE(get_v(db, 1) == -1e300); /* nothing visible */
+    marble_read_options ro = {0};
+    ro.snapshot = sd.snap;
+    marble_value kv = {MARBLE_VALUE_INT, 1, 0, 0, NULL, 0};
+    struct ArrowSchema s;
+    struct ArrowArray a;
+    ASSERT_EQ_INT(marble_db_get(db, "t", (marble_key){&kv, 1}, &ro, &s, &a, &err),
+                  MARBLE_ERR_NOT_FOUND);
+    marble_db_snapshot_release(sd.snap);
+    /* with the snapshot gone, the same ingest installs */
+    gen_stream(0, 1, 4, 100, 2.0, &in);
+    io.progress = NULL;
+    CHECK_OK(marble_db_ingest(db, "t", &in, &io, NULL, &err));
+    ASSERT_TRUE(get_v(db, 1) == 2.0);
+    CHECK_OK(marble_db_close(db, &err));
+}
