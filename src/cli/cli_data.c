@@ -269,11 +269,15 @@ static int key_command(const char *cmd, int argc, char **argv, int del)
         } else {
             cli_writer *w = NULL;
             cli_out *o = NULL;
-            if (cli_writer_stdout(&w) || cli_out_begin(w, fmt, &s, &o, &err) ||
-                cli_out_batch(o, &row, &err) || cli_out_end(o, &err)) {
-                if (o && err.code) cli_out_free(o);
-                rc = cli_fail(cmd, "writing output", &err);
+            int wrc = cli_writer_stdout(&w);
+            if (!wrc) wrc = cli_out_begin(w, fmt, &s, &o, &err);
+            if (!wrc) wrc = cli_out_batch(o, &row, &err);
+            if (!wrc) {
+                wrc = cli_out_end(o, &err); /* frees o, also on failure */
+                o = NULL;
             }
+            cli_out_free(o);
+            if (wrc) rc = cli_fail(cmd, "writing output", &err);
             if (w && cli_writer_close(w, &err) != MARBLE_OK && rc == CLI_OK)
                 rc = cli_fail(cmd, "writing output", &err);
             marble_arrow_array_release(&row);

@@ -71,7 +71,11 @@ static int import_file(const char *cmd, const char *dburi, const char *table, co
         else
             fprintf(stderr, "\n");
     } else if (irc == MARBLE_ERR_CANCELLED) {
-        fprintf(stderr, "stopped; nothing was imported\n");
+        if (st.ingest.rows_put) /* unsorted input goes through the write path: those rows stay */
+            fprintf(stderr, "stopped; the %" PRId64 " rows written before it stay imported\n",
+                    st.ingest.rows_put);
+        else
+            fprintf(stderr, "stopped; nothing was imported\n");
         rc = CLI_CANCELLED;
     } else if (irc == MARBLE_ERR_INVALID_ARGUMENT && strstr(err.message, "neither an Arrow")) {
         cli_errorf(cmd, "%s (name a CSV file .csv)", err.message);
