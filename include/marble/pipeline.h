@@ -35,8 +35,8 @@
  *   - Any other operator on a NULL operand gives NULL. A filter keeps rows where the predicate
  *     is true (not NULL, not false).
  *
- * Aggregates: COUNT(*), COUNT(x) (non-null x), SUM(x) (int64 for integers, overflow an error;
- * double for doubles), MIN(x), MAX(x) (x's value kind: int64, double, bool or utf8), AVG(x)
+ * Aggregates: COUNT(*), COUNT(x) (non-null x), SUM(x) (int64 for integers, summed exactly: a
+ * final sum outside int64 is an error, whatever the order rows were added in; double for doubles), MIN(x), MAX(x) (x's value kind: int64, double, bool or utf8), AVG(x)
  * (double). Over no rows SUM/MIN/MAX/AVG are NULL and COUNT is 0. Without group keys an aggregate
  * yields exactly one row; with them one row per distinct key tuple (NULL is a group of its own).
  * Group key columns come first in the output, then the aggregates, in the order given.

@@ -15,7 +15,8 @@ typedef struct agg_state {
     int64_t count;
     int64_t i; /* SUM/MIN/MAX int and bool */
     double d;  /* SUM/MIN/MAX double, AVG of doubles */
-    i128 isum; /* AVG of ints */
+    i128 isum; /* SUM and AVG of ints: exact, so whether a SUM overflows int64 depends only on
+                  its final value, not on how rows were split among workers */
     char *s;   /* MIN/MAX string (malloc'd) */
     int64_t sn;
     int has;
@@ -352,11 +353,10 @@ static int update(marble__agg_local *l, size_t a, agg_state *st, const marble__v
     }
     switch (fn) {
     case MARBLE_AGG_SUM:
-        if (k == MARBLE_DATUM_DOUBLE) {
+        if (k == MARBLE_DATUM_DOUBLE)
             st->d += dv;
-        } else if (__builtin_add_overflow(st->i, iv, &st->i)) {
-            return sum_overflow(l, a, err);
-        }
+        else
+            st->isum += part ? part->isum : iv;
         break;
     case MARBLE_AGG_AVG:
         if (part) {
@@ -558,11 +558,10 @@ static int fold_all(marble__agg_local *l, size_t a, agg_state *st, const agg_in 
         return MARBLE_OK;
     }
     if (fn == MARBLE_AGG_SUM) {
-        int64_t s = st->i, c = 0;
-        int ovf = 0;
-        AGG_EACH(in, int64_t, k, x, (ovf |= __builtin_add_overflow(s, x, &s), c++));
-        if (ovf) return sum_overflow(l, a, err);
-        st->i = s;
+        i128 s = 0;
+        int64_t c = 0;
+        AGG_EACH(in, int64_t, k, x, (s += x, c++));
+        st->isum += s;
         if (c) st->has = 1;
         return MARBLE_OK;
     }
@@ -643,7 +642,7 @@ static int fold_groups(marble__agg_local *l, size_t a, const agg_in *in, marble_
     } else if (fn == MARBLE_AGG_SUM) {
         AGG_EACH(in, int64_t, k, x, {
             agg_state *g = &st[gid[k] * na];
-            if (__builtin_add_overflow(g->i, x, &g->i)) return sum_overflow(l, a, err);
+            g->isum += x;
             g->has = 1;
         });
     } else if (fn == MARBLE_AGG_AVG && dbl) {
@@ -847,8 +846,9 @@ static int append_key(marble_batch_builder *bb, int col, const char *format, mar
     return rc;
 }
 
-static int append_result(marble_batch_builder *bb, int col, marble_agg_fn fn, marble_datum_kind k,
-                         const agg_state *st, marble_error *err)
+static int append_result(const marble__agg_local *l, size_t a, marble_batch_builder *bb, int col,
+                         marble_agg_fn fn, marble_datum_kind k, const agg_state *st,
+                         marble_error *err)
 {
     if (fn == MARBLE_AGG_COUNT || fn == MARBLE_AGG_COUNT_STAR)
         return marble_builder_append_int(bb, col, st->count, err);
@@ -858,6 +858,10 @@ static int append_result(marble_batch_builder *bb, int col, marble_agg_fn fn, ma
         return marble_builder_append_double(bb, col, sum / (double)st->count, err);
     }
     if (!st->has) return marble_builder_append_null(bb, col, err);
+    if (fn == MARBLE_AGG_SUM && k != MARBLE_DATUM_DOUBLE) {
+        if (st->isum > INT64_MAX || st->isum < INT64_MIN) return sum_overflow(l, a, err);
+        return marble_builder_append_int(bb, col, (int64_t)st->isum, err);
+    }
     switch (k) {
     case MARBLE_DATUM_DOUBLE:
         return marble_builder_append_double(bb, col, st->d, err);
@@ -896,7 +900,7 @@ int marble__agg_finish(marble__agg_local *l, struct ArrowArray **batches, size_t
             }
         }
         for (size_t a = 0; rc == MARBLE_OK && a < na; a++)
-            rc = append_result(bb, (int)(ng + a), d->fns[a], l->akind[a],
+            rc = append_result(l, a, bb, (int)(ng + a), d->fns[a], l->akind[a],
                                &l->states[g * (int64_t)na + (int64_t)a], err);
         if (rc == MARBLE_OK &&
             (marble_batch_builder_rows(bb) == MARBLE__OUT_ROWS || g + 1 == l->n_groups))

@@ -667,6 +667,38 @@ TEST(aggregate_sum_overflow)
     }
 }
 
+/* INT64_MAX, 1, -1 in three one-row batches: the exact sum fits, whatever order the workers add
+ * the rows and merge their partial sums in (grouped and not). */
+static void fill_cancelling(int64_t b, int64_t r, int c, cell *v, void *ud)
+{
+    (void)r;
+    (void)ud;
+    v->i = c == 0 ? 0 : b == 0 ? INT64_MAX : b == 1 ? 1 : -1;
+}
+
+TEST(aggregate_sum_exact_regardless_of_split)
+{
+    for (size_t t = 0; t < 3; t++)
+        for (int grouped = 0; grouped < 2; grouped++)
+            for (int rep = 0; rep < 20; rep++) {
+                marble_source src;
+                make_source("g:int64,v:int64", 3, 1, fill_cancelling, NULL, &src);
+                marble_pipeline *p;
+                ASSERT_OK(marble_pipeline_create(&src, &p, &err));
+                marble_expr *v = col("v"), *g = col("g");
+                const marble_expr *groups[1] = {g};
+                marble_agg_spec a = {MARBLE_AGG_SUM, v, "total"};
+                ASSERT_OK(marble_pipeline_aggregate(p, grouped ? groups : NULL, NULL,
+                                                    grouped ? 1 : 0, &a, 1, &err));
+                sbuf out = {0};
+                ASSERT_EQ_INT(run_pipeline(p, thread_counts[t], NULL, &out, NULL, NULL, 0), 0);
+                ASSERT_CONTAINS(out.p, "9223372036854775807");
+                free(out.p);
+                marble_expr_free(v);
+                marble_expr_free(g);
+            }
+}
+
 TEST(aggregate_bad_arguments)
 {
     int64_t rows = 2;
