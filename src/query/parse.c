@@ -60,7 +60,14 @@ typedef struct parser {
     marble_error *err;
     marble_query *q;
     const char *ctx; /* where an expression is being parsed, for aggregate errors */
+    int nest;        /* parse_expr calls in progress */
+    int ops;         /* operators and parentheses in the outermost expression so far */
 } parser;
+
+/* An expression's tree is at most as deep as its operators and parentheses are many; the
+ * executor refuses trees deeper than 1000 (and the parser's recursion must stay bounded on any
+ * input), so more than this many in one expression is an error. */
+#define MAX_EXPR_OPS 1000
 
 static int is_ident_start(int c)
 {
@@ -396,6 +403,15 @@ static int parse_literal(parser *p, marble_expr **out)
     return MARBLE_OK;
 }
 
+/* Counts one operator or parenthesis of the current expression (see MAX_EXPR_OPS). */
+static int count_op(parser *p)
+{
+    if (++p->ops <= MAX_EXPR_OPS) return MARBLE_OK;
+    return marble_error_set(p->err, MARBLE_ERR_LIMIT,
+                            "at %zu: expression has more than %d operators and parentheses",
+                            peek(p)->pos + 1, MAX_EXPR_OPS);
+}
+
 static int parse_primary(parser *p, marble_expr **out)
 {
     token *t = peek(p);
@@ -456,6 +472,7 @@ static int parse_primary(parser *p, marble_expr **out)
         if (tok_is_sym(p, t, "(")) {
             if (tok_is_kw(p, peek2(p), "select"))
                 return unsupported(p, peek2(p), "subqueries are not supported");
+            MARBLE_RETURN_NOT_OK(count_op(p));
             p->i++;
             MARBLE_RETURN_NOT_OK(parse_expr(p, out));
             if (!accept_sym(p, ")")) {
@@ -489,6 +506,7 @@ static int parse_unary(parser *p, marble_expr **out)
             return MARBLE_OK;
         }
         marble_expr *a;
+        MARBLE_RETURN_NOT_OK(count_op(p));
         MARBLE_RETURN_NOT_OK(parse_unary(p, &a));
         if (!neg) {
             *out = a;
@@ -525,9 +543,10 @@ static int parse_binary_level(parser *p, int level, marble_expr **out)
             op = MARBLE_OP_SUB;
         else
             return MARBLE_OK;
-        p->i++;
         marble_expr *b;
-        int rc = level == 1 ? parse_unary(p, &b) : parse_mul(p, &b);
+        int rc = count_op(p);
+        p->i++;
+        if (!rc) rc = level == 1 ? parse_unary(p, &b) : parse_mul(p, &b);
         if (rc) {
             marble_expr_free(*out);
             *out = NULL;
@@ -634,6 +653,7 @@ static int parse_not(parser *p, marble_expr **out)
 {
     if (accept_kw(p, "not")) {
         marble_expr *a;
+        MARBLE_RETURN_NOT_OK(count_op(p));
         MARBLE_RETURN_NOT_OK(parse_not(p, &a));
         *out = marble_expr_unary(MARBLE_OP_NOT, a);
         return *out ? MARBLE_OK : oom(p);
@@ -648,7 +668,8 @@ static int parse_logic(parser *p, int level, marble_expr **out)
     MARBLE_RETURN_NOT_OK(level == 0 ? parse_not(p, out) : parse_logic(p, 0, out));
     while (accept_kw(p, level == 0 ? "and" : "or")) {
         marble_expr *b;
-        int rc = level == 0 ? parse_not(p, &b) : parse_logic(p, 0, &b);
+        int rc = count_op(p);
+        if (!rc) rc = level == 0 ? parse_not(p, &b) : parse_logic(p, 0, &b);
         if (rc) {
             marble_expr_free(*out);
             *out = NULL;
@@ -662,7 +683,10 @@ static int parse_logic(parser *p, int level, marble_expr **out)
 
 static int parse_expr(parser *p, marble_expr **out)
 {
-    return parse_logic(p, 1, out);
+    if (p->nest++ == 0) p->ops = 0;
+    int rc = parse_logic(p, 1, out);
+    p->nest--;
+    return rc;
 }
 
 /* ---- clauses --------------------------------------------------------------------------------- */

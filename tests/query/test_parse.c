@@ -1,5 +1,6 @@
 /* Tests of the SELECT parser, marble_query_to_sql and the structured query API. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -449,4 +450,47 @@ TEST(random_roundtrip)
         marble_query_destroy(q);
         marble_query_destroy(p);
     }
+}
+
+/* Nesting and operator chains past the executor's limit are a clear LIMIT error, never a stack
+ * overflow in the parser (or in freeing what it built); up to the limit they parse. */
+static char *repeat_around(const char *pre, size_t n, const char *mid, const char *post)
+{
+    size_t lp = strlen(pre), lm = strlen(mid), lq = strlen(post);
+    char *s = malloc(n * (lp + lq) + lm + 64);
+    ASSERT_NOT_NULL(s);
+    char *w = s;
+    w += sprintf(w, "SELECT * FROM t WHERE ");
+    for (size_t i = 0; i < n; i++, w += lp) memcpy(w, pre, lp);
+    memcpy(w, mid, lm);
+    w += lm;
+    for (size_t i = 0; i < n; i++, w += lq) memcpy(w, post, lq);
+    *w = 0;
+    return s;
+}
+
+TEST(deep_expressions_are_limited)
+{
+    marble_error err = {0};
+    marble_query *q = NULL;
+    const struct {
+        const char *pre, *mid, *post;
+    } shapes[] = {{"(", "x = 1", ")"}, {"NOT ", "x = 1", ""}, {"- ", "x = 1", ""},
+                  {"", "x", " + x"},   {"", "x = 1", " AND x = 1"}, {"", "x = 1", " OR x = 1"}};
+    for (size_t k = 0; k < sizeof shapes / sizeof *shapes; k++) {
+        char *ok = repeat_around(shapes[k].pre, 900, shapes[k].mid, shapes[k].post);
+        if (marble_query_parse(ok, &q, &err) != MARBLE_OK) FAIL("%s...: %s", ok, err.message);
+        marble_query_destroy(q);
+        free(ok);
+        char *deep = repeat_around(shapes[k].pre, 200000, shapes[k].mid, shapes[k].post);
+        ASSERT_EQ_INT(marble_query_parse(deep, &q, &err), MARBLE_ERR_LIMIT);
+        ASSERT_CONTAINS(err.message, "more than 1000 operators");
+        free(deep);
+    }
+    marble_expr *e = NULL;
+    char *deep = repeat_around("(", 100000, "1", ")");
+    ASSERT_EQ_INT(marble_expr_parse(deep + strlen("SELECT * FROM t WHERE "), &e, &err),
+                  MARBLE_ERR_LIMIT);
+    ASSERT_NULL(e);
+    free(deep);
 }
