@@ -139,10 +139,11 @@ MARBLE_API int marble_csv_writer_write(marble_csv_writer *w, const struct ArrowA
 MARBLE_API int marble_csv_writer_finish(marble_csv_writer *w, marble_error *err);
 /* Accepts NULL. */
 MARBLE_API void marble_csv_writer_destroy(marble_csv_writer *w);
-/* Formats element i of column (s, a) as the writer does, into buf (at most cap bytes): the length
- * written, or -1 when buf is too small or the type is not supported; *is_null is set for a null.
+/* Formats element i of a column of type t (marble_arrow_type_parse of its format) as the writer
+ * does, into buf (at most cap bytes): the length written; -1 when buf is too small; -2 when the
+ * type is one CSV cannot hold (null, struct) or an argument is bad. *is_null is set for a null.
  * Used by the JSON lines exporter. */
-MARBLE_API int64_t marble_csv_format_value(const struct ArrowSchema *s, const struct ArrowArray *a,
+MARBLE_API int64_t marble_csv_format_value(const marble_arrow_type *t, const struct ArrowArray *a,
                                            int64_t i, char *buf, size_t cap, int *is_null);
 
 #ifdef __cplusplus

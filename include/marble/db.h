@@ -515,8 +515,10 @@ MARBLE_API void marble_export_options_init(marble_export_options *o);
  * truncated; a .zst/.gz/.lz4 suffix compresses it) as an Arrow IPC file or stream, CSV (a header
  * row, see marble_csv_writer) or JSON lines (one object per row: numbers and booleans bare,
  * NaN and infinities null, strings escaped, binary as a hex string, date32 and timestamps as the
- * CSV writer's ISO 8601 strings, null as null). The file is synced before the call returns. On
- * failure or cancellation (MARBLE_ERR_CANCELLED) the partial file is removed. */
+ * CSV writer's ISO 8601 strings, null as null). The output is written to a temporary file next
+ * to `uri` (".marble-export-<name>"), synced, and renamed over `uri` when complete: on failure or
+ * cancellation (MARBLE_ERR_CANCELLED) the temporary file is removed and `uri` keeps what it held
+ * before. */
 MARBLE_API int marble_export_stream(marble_fs *fs, struct ArrowArrayStream *input, const char *uri,
                                     const marble_export_options *o, marble_export_stats *stats,
                                     marble_error *err);

@@ -244,17 +244,14 @@ static int64_t format_typed(const marble_arrow_type *t, const struct ArrowArray 
     return n;
 }
 
-int64_t marble_csv_format_value(const struct ArrowSchema *s, const struct ArrowArray *a, int64_t i,
+int64_t marble_csv_format_value(const marble_arrow_type *t, const struct ArrowArray *a, int64_t i,
                                 char *buf, size_t cap, int *is_null)
 {
-    marble_arrow_type t;
     *is_null = 0;
-    if (!s || !a || !buf || i < 0 || i >= a->length ||
-        marble_arrow_type_parse(s->format, &t, NULL) != MARBLE_OK || !supported(&t))
-        return -1;
+    if (!t || !a || !buf || i < 0 || i >= a->length || !supported(t)) return -2;
     const char *text;
     size_t tlen;
-    int64_t n = format_typed(&t, a, i, buf, cap, is_null, &text, &tlen);
+    int64_t n = format_typed(t, a, i, buf, cap, is_null, &text, &tlen);
     if (n < 0 || !text) return n;
     if (tlen + 1 > cap) return -1;
     memcpy(buf, text, tlen);

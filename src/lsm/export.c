@@ -122,8 +122,8 @@ static int json_batch(json_writer *j, const struct ArrowArray *batch, marble_err
             MARBLE_RETURN_NOT_OK(jput(j, ":", 1, err));
             int is_null;
             int64_t n;
-            while ((n = marble_csv_format_value(s, a, batch->offset + r - a->offset + a->offset,
-                                                j->val, j->cap, &is_null)) < 0) {
+            while ((n = marble_csv_format_value(&j->types[c], a, batch->offset + r, j->val,
+                                                j->cap, &is_null)) == -1) {
                 if (j->cap >= ((size_t)1 << 31))
                     return marble_error_set(err, MARBLE_ERR_LIMIT, "export: value too long");
                 char *p = realloc(j->val, j->cap * 4);
@@ -131,6 +131,10 @@ static int json_batch(json_writer *j, const struct ArrowArray *batch, marble_err
                 j->val = p;
                 j->cap *= 4;
             }
+            if (n < 0)
+                return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
+                                        "export: column '%s': row %" PRId64 " is out of range",
+                                        s->name ? s->name : "", r);
             marble_arrow_type_id id = j->types[c].id;
             int bare =
                 id == MARBLE_ARROW_BOOL || (id >= MARBLE_ARROW_INT8 && id <= MARBLE_ARROW_FLOAT64);
@@ -177,11 +181,22 @@ int marble_export_stream(marble_fs *fs, struct ArrowArrayStream *input, const ch
     json_writer js;
     memset(&js, 0, sizeof js);
     int created = 0;
+    char *tmp = NULL; /* written here, renamed over uri once complete: a failed export leaves
+                         what was at uri before */
     marble_data_format fmt = opts.format ? opts.format : marble_data_format_from_path(uri);
     if (!fs || !uri) {
         rc = marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "export: fs or uri is NULL");
         goto done;
     }
+    const char *slash = strrchr(uri, '/');
+    size_t dlen = slash ? (size_t)(slash - uri + 1) : 0;
+    tmp = malloc(strlen(uri) + 32);
+    if (!tmp) {
+        rc = marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
+        goto done;
+    }
+    /* the same directory and extension (which picks the compression) as uri */
+    snprintf(tmp, strlen(uri) + 32, "%.*s.marble-export-%s", (int)dlen, uri, uri + dlen);
     if (fmt < MARBLE_FORMAT_ARROW_FILE || fmt > MARBLE_FORMAT_JSON) {
         rc = marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT,
                               "export: cannot tell the format of '%s' (.arrow, .feather, .arrows, "
@@ -200,7 +215,7 @@ int marble_export_stream(marble_fs *fs, struct ArrowArrayStream *input, const ch
         goto done;
     }
     int compressed = marble_codec_from_path(uri) != MARBLE_CODEC_NONE;
-    rc = marble_fs_open(fs, uri,
+    rc = marble_fs_open(fs, tmp,
                         MARBLE_OPEN_WRITE | MARBLE_OPEN_CREATE | MARBLE_OPEN_TRUNCATE |
                             (compressed ? MARBLE_OPEN_COMPRESSED : 0),
                         &of.f, err);
@@ -223,8 +238,16 @@ int marble_export_stream(marble_fs *fs, struct ArrowArrayStream *input, const ch
         js.types = calloc((size_t)schema.n_children + 1, sizeof *js.types);
         if (rc == MARBLE_OK && (!js.val || !js.types))
             rc = marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
-        for (int64_t c = 0; rc == MARBLE_OK && c < schema.n_children; c++)
+        for (int64_t c = 0; rc == MARBLE_OK && c < schema.n_children; c++) {
             rc = marble_arrow_type_parse(schema.children[c]->format, &js.types[c], err);
+            if (rc == MARBLE_OK && (js.types[c].id == MARBLE_ARROW_NA ||
+                                    js.types[c].id == MARBLE_ARROW_STRUCT))
+                rc = marble_error_set(err, MARBLE_ERR_UNSUPPORTED,
+                                      "export: column '%s' has type '%s', which JSON lines export "
+                                      "does not hold",
+                                      schema.children[c]->name ? schema.children[c]->name : "",
+                                      schema.children[c]->format);
+        }
     }
     while (rc == MARBLE_OK) {
         if (marble_cancel_token_is_cancelled(opts.cancel)) {
@@ -268,7 +291,10 @@ done:
         int crc = marble_file_close(of.f, rc == MARBLE_OK ? err : NULL);
         if (rc == MARBLE_OK) rc = crc;
     }
-    if (rc != MARBLE_OK && created) marble_fs_remove(fs, uri, NULL);
+    of.f = NULL;
+    if (rc == MARBLE_OK) rc = marble_fs_rename(fs, tmp, uri, 1, err);
+    if (rc != MARBLE_OK && created) marble_fs_remove(fs, tmp, NULL);
+    free(tmp);
     free(of.buf);
     marble_arrow_schema_release(&schema);
     marble_arrow_stream_release(input);

@@ -280,6 +280,31 @@ TEST(export_cancel_and_failure_remove_the_file)
         ASSERT_CONTAINS(err.message, "failed on purpose");
         CHECK_OK(marble_fs_exists(fs, uri, &exists, &err));
         ASSERT_FALSE(exists);
+        /* over an existing file: a cancelled export leaves it as it was, and no temporary */
+        CHECK_OK(marble_fs_write_all(fs, uri, "old contents", 12, 0, &err));
+        CHECK_OK(marble_cancel_token_create(NULL, &tok, &err));
+        o.cancel = tok;
+        o.progress_ud = tok;
+        vstream_make(50, 100, &in);
+        ASSERT_EQ_INT(marble_export_stream(fs, &in, uri, &o, NULL, &err), MARBLE_ERR_CANCELLED);
+        marble_cancel_token_destroy(tok);
+        void *old = NULL;
+        size_t old_n = 0;
+        CHECK_OK(marble_fs_read_all(fs, uri, &old, &old_n, &err));
+        ASSERT_EQ_U64(old_n, 12);
+        ASSERT_TRUE(memcmp(old, "old contents", 12) == 0);
+        free(old);
+        char tmp[600];
+        snprintf(tmp, sizeof tmp, "%s/.marble-export-%s", dir, names[i]);
+        CHECK_OK(marble_fs_exists(fs, tmp, &exists, &err));
+        ASSERT_FALSE(exists);
+        /* and a complete one replaces it */
+        vstream_make(50, 100, &in);
+        CHECK_OK(marble_export_stream(fs, &in, uri, NULL, NULL, &err));
+        CHECK_OK(marble_fs_read_all(fs, uri, &old, &old_n, &err));
+        ASSERT_TRUE(old_n > 12);
+        free(old);
+        CHECK_OK(marble_fs_remove(fs, uri, &err));
     }
     struct ArrowArrayStream in;
     vstream_make(1, 1, &in);
@@ -460,4 +485,45 @@ TEST(csv_writer_timestamps_read_back)
     marble_csv_reader_destroy(r);
     free(buf.data);
     s.release(&s);
+}
+
+/* A column JSON lines cannot hold is refused up front, by name (not after a runaway buffer). */
+static int nullcol_schema(struct ArrowArrayStream *st, struct ArrowSchema *out)
+{
+    (void)st;
+    marble_error err = {0};
+    marble_field_spec f[2] = {{"a", "l", 1}, {"z", "n", 1}};
+    return marble_arrow_schema_make(out, f, 2, NULL, NULL, 0, &err) == MARBLE_OK ? 0 : 5;
+}
+static int nullcol_next(struct ArrowArrayStream *st, struct ArrowArray *out)
+{
+    (void)st;
+    memset(out, 0, sizeof *out);
+    return 0;
+}
+static const char *nullcol_error(struct ArrowArrayStream *st)
+{
+    (void)st;
+    return "";
+}
+static void nullcol_release(struct ArrowArrayStream *st)
+{
+    st->release = NULL;
+}
+
+TEST(export_json_refuses_a_null_type_column)
+{
+    marble_error err = {0};
+    marble_fs *fs;
+    CHECK_OK(marble_fs_create(&fs, &err));
+    char uri[512];
+    snprintf(uri, sizeof uri, "%s/n.jsonl", marble_test_tmpdir());
+    struct ArrowArrayStream in = {nullcol_schema, nullcol_next, nullcol_error, nullcol_release,
+                                  NULL};
+    ASSERT_EQ_INT(marble_export_stream(fs, &in, uri, NULL, NULL, &err), MARBLE_ERR_UNSUPPORTED);
+    ASSERT_CONTAINS(err.message, "'z'");
+    int exists = 1;
+    CHECK_OK(marble_fs_exists(fs, uri, &exists, &err));
+    ASSERT_FALSE(exists);
+    CHECK_OK(marble_fs_destroy(fs, &err));
 }
