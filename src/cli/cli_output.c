@@ -184,86 +184,6 @@ int cli_writer_close(cli_writer *w, marble_error *err)
     return rc;
 }
 
-/* ---- values as text -------------------------------------------------------------------------- */
-
-static const char HEX[] = "0123456789abcdef";
-
-const char *cli_value_text(const struct ArrowSchema *s, const struct ArrowArray *a, int64_t i,
-                           char *buf, size_t cap, size_t *len, int *is_null)
-{
-    *is_null = 0;
-    *len = 0;
-    if (marble_arrow_is_null(a, i)) {
-        *is_null = 1;
-        buf[0] = 0;
-        return buf;
-    }
-    marble_arrow_type t;
-    if (marble_arrow_type_parse(s->format, &t, NULL) != MARBLE_OK) {
-        *len = (size_t)snprintf(buf, cap, "?");
-        return buf;
-    }
-    const void *data;
-    size_t n;
-    switch (t.id) {
-    case MARBLE_ARROW_BOOL:
-        *len = (size_t)snprintf(buf, cap, "%s", marble_arrow_get_int(s, a, i) ? "true" : "false");
-        return buf;
-    case MARBLE_ARROW_INT8:
-    case MARBLE_ARROW_INT16:
-    case MARBLE_ARROW_INT32:
-    case MARBLE_ARROW_INT64:
-    case MARBLE_ARROW_DATE32:
-    case MARBLE_ARROW_TIMESTAMP:
-        *len = (size_t)snprintf(buf, cap, "%" PRId64, marble_arrow_get_int(s, a, i));
-        return buf;
-    case MARBLE_ARROW_UINT8:
-    case MARBLE_ARROW_UINT16:
-    case MARBLE_ARROW_UINT32:
-    case MARBLE_ARROW_UINT64:
-        *len = (size_t)snprintf(buf, cap, "%" PRIu64, marble_arrow_get_uint(s, a, i));
-        return buf;
-    case MARBLE_ARROW_FLOAT32:
-    case MARBLE_ARROW_FLOAT64: {
-        double d = marble_arrow_get_double(s, a, i);
-        int prec = t.id == MARBLE_ARROW_FLOAT32 ? 9 : 17;
-        *len = (size_t)snprintf(buf, cap, "%.15g", d);
-        if (strtod(buf, NULL) != d && !isnan(d)) *len = (size_t)snprintf(buf, cap, "%.*g", prec, d);
-        return buf;
-    }
-    case MARBLE_ARROW_UTF8:
-    case MARBLE_ARROW_LARGE_UTF8:
-        if (marble_arrow_get_bytes(s, a, i, &data, &n) != MARBLE_OK) break;
-        *len = n;
-        return data;
-    case MARBLE_ARROW_BINARY:
-    case MARBLE_ARROW_LARGE_BINARY:
-    case MARBLE_ARROW_FIXED_SIZE_BINARY: {
-        if (marble_arrow_get_bytes(s, a, i, &data, &n) != MARBLE_OK) break;
-        const uint8_t *p = data;
-        size_t k = 0;
-        if (cap < 8) break;
-        buf[k++] = '0';
-        buf[k++] = 'x';
-        for (size_t j = 0; j < n && k + 6 < cap; j++) {
-            buf[k++] = HEX[p[j] >> 4];
-            buf[k++] = HEX[p[j] & 15];
-        }
-        if (2 * n + 2 > k) {
-            memcpy(buf + k, "...", 3);
-            k += 3;
-        }
-        buf[k] = 0;
-        *len = k;
-        return buf;
-    }
-    default:
-        break;
-    }
-    *len = (size_t)snprintf(buf, cap, "?");
-    return buf;
-}
-
 /* ---- formatted output ------------------------------------------------------------------------ */
 
 #define TABLE_CHUNK 2000
@@ -275,6 +195,9 @@ struct cli_out {
     int64_t rows;
     int ncols;
     int numeric[1024]; /* per column: 1 if numeric (right-aligned, bare in JSON) */
+    marble_arrow_type types[1024];
+    char *val; /* a value's text (marble_csv_format_value: the CSV export's formatting) */
+    size_t val_cap;
     /* arrow */
     marble_ipc_writer *ipc;
     /* table: buffered cells of up to TABLE_CHUNK rows */
@@ -316,8 +239,11 @@ int cli_out_begin(cli_writer *w, cli_format fmt, const struct ArrowSchema *schem
         free(o);
         return rc;
     }
-    for (int c = 0; c < o->ncols; c++)
+    for (int c = 0; c < o->ncols; c++) {
         o->numeric[c] = is_numeric(schema->children[c]->format);
+        if (marble_arrow_type_parse(schema->children[c]->format, &o->types[c], NULL) != MARBLE_OK)
+            o->types[c].id = MARBLE_ARROW_NA; /* printed as "?" */
+    }
     if (fmt == CLI_FMT_ARROW || fmt == CLI_FMT_ARROW_FILE) {
         marble_ipc_write_options wo = {0};
         wo.format = fmt == CLI_FMT_ARROW ? MARBLE_IPC_STREAM : MARBLE_IPC_FILE;
@@ -495,6 +421,37 @@ static int table_flush(cli_out *o, marble_error *err)
     return rc;
 }
 
+/* Element i of column c as text, formatted as CSV export formats it (whole: no truncation);
+ * NULL with err set when out of memory. */
+static const char *value_text(cli_out *o, int c, const struct ArrowArray *a, int64_t i, size_t *len,
+                              int *is_null, marble_error *err)
+{
+    if (!o->val) {
+        o->val_cap = 256;
+        if (!(o->val = malloc(o->val_cap))) {
+            marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
+            return NULL;
+        }
+    }
+    int64_t n;
+    while ((n = marble_csv_format_value(&o->types[c], a, i, o->val, o->val_cap, is_null)) == -1) {
+        char *p = o->val_cap < ((size_t)1 << 31) ? realloc(o->val, o->val_cap * 4) : NULL;
+        if (!p) {
+            marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory formatting a value");
+            return NULL;
+        }
+        o->val = p;
+        o->val_cap *= 4;
+    }
+    if (n < 0) { /* a type CSV cannot hold (null) */
+        *is_null = marble_arrow_is_null(a, i);
+        *len = *is_null ? 0 : 1;
+        return *is_null ? "" : "?";
+    }
+    *len = (size_t)n;
+    return o->val;
+}
+
 int cli_out_batch(cli_out *o, const struct ArrowArray *batch, marble_error *err)
 {
     if (o->ipc) {
@@ -502,7 +459,6 @@ int cli_out_batch(cli_out *o, const struct ArrowArray *batch, marble_error *err)
         o->rows += batch->length;
         return MARBLE_OK;
     }
-    char buf[4096];
     for (int64_t i = 0; i < batch->length; i++) {
         if (o->fmt == CLI_FMT_JSON)
             MARBLE_RETURN_NOT_OK(
@@ -512,7 +468,8 @@ int cli_out_batch(cli_out *o, const struct ArrowArray *batch, marble_error *err)
             const struct ArrowArray *a = batch->children[c];
             size_t n;
             int is_null;
-            const char *p = cli_value_text(s, a, i, buf, sizeof buf, &n, &is_null);
+            const char *p = value_text(o, c, a, i, &n, &is_null, err);
+            if (!p) return err->code;
             if (o->fmt == CLI_FMT_CSV) {
                 if (c) MARBLE_RETURN_NOT_OK(cli_writer_write(o->w, ",", 1, err));
                 MARBLE_RETURN_NOT_OK(csv_field(o->w, p, n, is_null, err));
@@ -574,6 +531,7 @@ void cli_out_free(cli_out *o)
         free(o->cells);
     }
     free(o->width);
+    free(o->val);
     marble_arrow_schema_release(&o->schema);
     free(o);
 }

@@ -116,10 +116,6 @@ int cli_out_end(cli_out *o, marble_error *err);
 void cli_out_free(cli_out *o);
 int64_t cli_out_rows(const cli_out *o);
 
-/* A value as text (no quoting); null gives "" with *is_null set. Returns a pointer to the text
- * (into buf or into the array). */
-const char *cli_value_text(const struct ArrowSchema *s, const struct ArrowArray *a, int64_t i,
-                           char *buf, size_t cap, size_t *len, int *is_null);
 /* Pretty-prints a JSON document with two-space indentation. */
 void cli_json_pretty(FILE *f, const char *json);
 

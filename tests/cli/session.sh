@@ -58,6 +58,16 @@ expect 0 "$M" scan db orders --format arrow
 cp out.txt piped.arrows
 expect 0 "$M" dump piped.arrows --format csv
 [ "$(wc -l <out.txt)" = 35 ] || fail "scan --format arrow | dump"
+# scan prints values as export writes them: long binary whole (hex), timestamps in ISO 8601
+expect 0 "$M" create db bins --schema 'id:int64,b:binary,t:timestamp[us, tz=UTC]' --key id
+long=$(head -c 3000 /dev/zero | tr '\0' 'x')
+expect 0 "$M" put db bins id=1 "b=$long" t=1000000
+expect 0 "$M" scan db bins --format csv
+cp out.txt bins-scan.csv
+[ "$(sed -n 2p bins-scan.csv | cut -d, -f2 | wc -c)" = 6001 ] || fail "binary value cut in scan output"
+has "1970-01-01T00:00:01"
+expect 0 "$M" export db bins bins-export.csv
+cmp -s bins-scan.csv bins-export.csv || fail "scan --format csv differs from export .csv for binary/timestamp"
 # scan --where and query: filters, aggregates, ordering, errors with positions
 expect 0 "$M" scan db orders --where 'v > 30 AND id < 33 AND id > 1' --columns id,v --format csv
 [ "$(cat out.txt | tr '\n' ' ')" = "id,v 30,30.5 31,31.5 32,32.5 " ] || { fail "scan --where"; cat out.txt; }
@@ -150,7 +160,7 @@ has '"levels"'
 expect 0 "$M" stats db --format json
 [ "$(wc -l <out.txt)" = 1 ] || fail "stats --format json is not one line"
 expect 0 "$M" check db
-has "OK: 3 tables, 101 rows"
+has "OK: 4 tables, 102 rows"
 
 # dump an SSTable and a WAL segment
 sst=$(grep -l ZZCORRUPTMEZZ db/*.arrow | head -1)
