@@ -535,12 +535,14 @@ static int open_fast(source *src, cursor *c, marble_error *err)
     marble__sst_batch_range(c->sst, c->batch, &sm, &sl, &lg, &ll, &rows);
     int trim_lo = marble__scan_before_lower(&src->b, sm, sl);
     int trim_hi = marble__scan_past_upper(&src->b, lg, ll);
+    c->row = 0;
+    c->end = rows;
+    if (!trim_lo && !trim_hi) return MARBLE_OK; /* the whole batch: next_fast reads it */
     struct ArrowArray b;
     MARBLE_RETURN_NOT_OK(marble__sst_read_batch(c->sst, c->batch, &b, err));
-    c->row = 0;
     c->end = b.length;
     int rc = MARBLE_OK;
-    if (trim_lo || trim_hi) {
+    {
         marble__bytes scratch = {0};
         /* binary searches over monotone tests: rows before lower come first, rows past upper
          * last */

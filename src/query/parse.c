@@ -943,7 +943,7 @@ int marble_query_parse(const char *sql, marble_query **out, marble_error *err)
     return MARBLE_OK;
 }
 
-int marble__expr_parse(const char *text, marble_expr **out, marble_error *err)
+int marble_expr_parse(const char *text, marble_expr **out, marble_error *err)
 {
     if (!out) return marble_error_set(err, MARBLE_ERR_INVALID_ARGUMENT, "expression: out is NULL");
     *out = NULL;

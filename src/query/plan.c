@@ -1101,14 +1101,6 @@ static int attach_budget(struct ArrowArrayStream *st, marble_mem_budget *budget,
     return MARBLE_OK;
 }
 
-/* Hook for the database-wide query memory share (db options); not wired yet: NULL. */
-/* Queries draw on the database's one memory budget (shared with memtables and caches) unless
- * the caller gives a limit of their own. */
-static marble_mem_budget *db_query_budget(marble_db *db)
-{
-    return marble_db_memory_budget(db);
-}
-
 int marble_db_query(marble_db *db, const marble_query *q, const marble_query_options *opts,
                     struct ArrowArrayStream *out, marble_query_stats *stats, marble_error *err)
 {
@@ -1137,7 +1129,9 @@ int marble_db_query(marble_db *db, const marble_query *q, const marble_query_opt
     marble_pipeline *p = NULL;
     if (!rc) rc = marble_pipeline_create(&src, &p, err);
     if (!rc) rc = add_operators(use, q, p, err);
-    marble_mem_budget *budget = db_query_budget(db), *own = NULL;
+    /* queries draw on the database's one budget (shared with memtables and caches) unless the
+     * caller gives a limit of their own */
+    marble_mem_budget *budget = marble_db_memory_budget(db), *own = NULL;
     if (!rc && o->memory_limit) rc = marble_mem_budget_create(o->memory_limit, &own, err);
     if (own) budget = own;
     if (!rc) {

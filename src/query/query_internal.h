@@ -76,7 +76,5 @@ int marble__query_push_agg(marble_query *q, marble_agg_fn fn, marble_expr *arg, 
                            marble_error *err);
 int marble__query_set_where(marble_query *q, marble_expr *pred, marble_error *err);
 int marble__query_push_group(marble_query *q, marble_expr *e, marble_error *err);
-/* One expression of the subset (marble_expr_parse). */
-int marble__expr_parse(const char *text, marble_expr **out, marble_error *err);
 
 #endif
