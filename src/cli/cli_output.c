@@ -22,28 +22,6 @@ int cli_format_parse(const char *text)
     return -1;
 }
 
-static int ends_with(const char *s, size_t n, const char *suffix)
-{
-    size_t m = strlen(suffix);
-    return n >= m && !strncmp(s + n - m, suffix, m);
-}
-
-int cli_format_from_path(const char *path)
-{
-    size_t n = strlen(path);
-    if (marble_codec_from_path(path) != MARBLE_CODEC_NONE) {
-        const char *dot = strrchr(path, '.');
-        n = (size_t)(dot - path);
-    }
-    if (ends_with(path, n, ".arrow") || ends_with(path, n, ".feather") ||
-        ends_with(path, n, ".ipc"))
-        return CLI_FMT_ARROW_FILE;
-    if (ends_with(path, n, ".arrows")) return CLI_FMT_ARROW;
-    if (ends_with(path, n, ".csv")) return CLI_FMT_CSV;
-    if (ends_with(path, n, ".json") || ends_with(path, n, ".jsonl")) return CLI_FMT_JSON;
-    return -1;
-}
-
 int cli_format_for_stdout(const char *cmd, int fmt)
 {
     int tty = isatty(1);
@@ -58,17 +36,17 @@ int cli_format_for_stdout(const char *cmd, int fmt)
 
 /* ---- writer ---------------------------------------------------------------------------------- */
 
+/* Standard output behind a buffer, so that errors (a full disk, a closed pipe) surface as
+ * MARBLE_ERR_IO from the write that met them. */
 struct cli_writer {
-    FILE *stream;      /* stdout, or NULL */
-    marble_file *file; /* a VFS file, or NULL */
-    uint64_t off;      /* bytes written to the file */
+    FILE *stream;
     char *buf;
     size_t n, cap;
 };
 
-#define WRITER_BUF (1u << 20)
+#define WRITER_BUF (1u << 16)
 
-static int writer_new(cli_writer **out)
+int cli_writer_stdout(cli_writer **out)
 {
     cli_writer *w = calloc(1, sizeof *w);
     if (!w || !(w->buf = malloc(WRITER_BUF))) {
@@ -76,64 +54,30 @@ static int writer_new(cli_writer **out)
         return MARBLE_ERR_NO_MEMORY;
     }
     w->cap = WRITER_BUF;
+    w->stream = stdout;
     *out = w;
     return MARBLE_OK;
 }
 
-int cli_writer_stdout(cli_writer **out)
+static int put_out(cli_writer *w, const void *p, size_t n, marble_error *err)
 {
-    MARBLE_RETURN_NOT_OK(writer_new(out));
-    (*out)->stream = stdout;
-    return MARBLE_OK;
-}
-
-int cli_writer_open(const char *uri, cli_writer **out, marble_error *err)
-{
-    cli_writer *w;
-    if (writer_new(&w)) return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
-    int rc = marble_fs_open(cli_fs(), uri,
-                            MARBLE_OPEN_WRITE | MARBLE_OPEN_CREATE | MARBLE_OPEN_TRUNCATE |
-                                MARBLE_OPEN_COMPRESSED,
-                            &w->file, err);
-    if (rc != MARBLE_OK) {
-        free(w->buf);
-        free(w);
-        return rc;
-    }
-    *out = w;
+    if (n && fwrite(p, 1, n, w->stream) != n)
+        return marble_error_set(err, MARBLE_ERR_IO, "writing to standard output failed");
     return MARBLE_OK;
 }
 
 static int writer_flush(cli_writer *w, marble_error *err)
 {
-    if (!w->n) return MARBLE_OK;
-    if (w->stream) {
-        if (fwrite(w->buf, 1, w->n, w->stream) != w->n)
-            return marble_error_set(err, MARBLE_ERR_IO, "writing to standard output failed");
-    } else {
-        MARBLE_RETURN_NOT_OK(marble_file_write(w->file, w->off, w->buf, w->n, err));
-    }
-    w->off += w->n;
+    int rc = put_out(w, w->buf, w->n, err);
     w->n = 0;
-    return MARBLE_OK;
+    return rc;
 }
 
 int cli_writer_write(cli_writer *w, const void *p, size_t n, marble_error *err)
 {
     if (w->n + n > w->cap) {
         MARBLE_RETURN_NOT_OK(writer_flush(w, err));
-        if (n > w->cap) {
-            /* a large write goes straight through */
-            if (w->stream) {
-                if (fwrite(p, 1, n, w->stream) != n)
-                    return marble_error_set(err, MARBLE_ERR_IO,
-                                            "writing to standard output failed");
-            } else {
-                MARBLE_RETURN_NOT_OK(marble_file_write(w->file, w->off, p, n, err));
-            }
-            w->off += n;
-            return MARBLE_OK;
-        }
+        if (n > w->cap) return put_out(w, p, n, err); /* a large write goes straight through */
     }
     memcpy(w->buf + w->n, p, n);
     w->n += n;
@@ -159,26 +103,12 @@ int cli_writer_printf(cli_writer *w, marble_error *err, const char *fmt, ...)
     return rc;
 }
 
-uint64_t cli_writer_bytes(const cli_writer *w)
-{
-    return w->off + w->n;
-}
-
 int cli_writer_close(cli_writer *w, marble_error *err)
 {
     if (!w) return MARBLE_OK;
     int rc = writer_flush(w, err);
-    if (w->stream) {
-        if (fflush(w->stream) != 0 && rc == MARBLE_OK)
-            rc = marble_error_set(err, MARBLE_ERR_IO, "writing to standard output failed");
-    } else {
-        marble_error cerr = {0};
-        int crc = marble_file_close(w->file, &cerr);
-        if (rc == MARBLE_OK && crc != MARBLE_OK) {
-            if (err) *err = cerr;
-            rc = crc;
-        }
-    }
+    if (fflush(w->stream) != 0 && rc == MARBLE_OK)
+        rc = marble_error_set(err, MARBLE_ERR_IO, "writing to standard output failed");
     free(w->buf);
     free(w);
     return rc;

@@ -90,19 +90,15 @@ typedef enum cli_format {
 
 /* "table", "csv", "json", "arrow" (stream), "arrows" (stream), "arrow-file"; -1 if unknown. */
 int cli_format_parse(const char *text);
-/* The format named by a file name's extension (compression extensions skipped); -1 if none. */
-int cli_format_from_path(const char *path);
 /* CLI_FMT_AUTO resolved for stdout (table on a terminal, csv otherwise); refuses (prints,
  * returns -1) arrow on a terminal. */
 int cli_format_for_stdout(const char *cmd, int fmt);
 
-/* A buffered byte sink: stdout or a VFS file (compressed by extension). */
+/* A buffered byte sink on standard output. */
 typedef struct cli_writer cli_writer;
 int cli_writer_stdout(cli_writer **out);
-int cli_writer_open(const char *uri, cli_writer **out, marble_error *err);
 int cli_writer_write(cli_writer *w, const void *p, size_t n, marble_error *err);
 int cli_writer_printf(cli_writer *w, marble_error *err, const char *fmt, ...) MARBLE_PRINTF(3, 4);
-uint64_t cli_writer_bytes(const cli_writer *w);
 /* Flushes and closes; also frees on error. */
 int cli_writer_close(cli_writer *w, marble_error *err);
 

@@ -183,6 +183,12 @@ int marble__db_open_sst(marble_db *db, uint64_t number, const marble__table *t, 
 void marble__prefix_put(uint8_t *p, uint32_t id);
 uint32_t marble__prefix_get(const uint8_t *p);
 
+/* 1 if file f holds rows of table `id` (its keys carry the table's prefix). */
+static inline int marble__file_of_table(const marble__file_meta *f, uint32_t id)
+{
+    return f->smallest_len >= MARBLE__PREFIX_LEN && marble__prefix_get(f->smallest) == id;
+}
+
 /* Pins the current memtables and version; seq is the snapshot's or the latest. */
 void marble__db_readview_acquire(marble_db *db, const marble_snapshot *snap, marble__readview *rv);
 void marble__db_readview_release(marble__readview *rv);

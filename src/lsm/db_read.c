@@ -71,11 +71,6 @@ int marble__db_encode_key(const marble__table *t, marble_key key, int need_full,
     return rc;
 }
 
-static int file_of_table(const marble__file_meta *f, uint32_t id)
-{
-    return f->smallest_len >= MARBLE__PREFIX_LEN && marble__prefix_get(f->smallest) == id;
-}
-
 /* Newest first, as the manifest orders L0 (largest_seq, then number): a file's number is not
  * its age (index rebuilds and ingests write newer numbers for older data). */
 static int cmp_newest_first(const void *a, const void *b)
@@ -375,7 +370,7 @@ int marble__db_table_iter_files(marble_db *db, const marble__table *t, const mar
     const marble__version *v = rv->version;
     for (size_t i = 0; rc == MARBLE_OK && i < marble__version_num_files(v, 0); i++) {
         const marble__file_meta *f = marble__version_file(v, 0, i);
-        if (!file_of_table(f, t->id) || (keep && !keep(ud, f))) continue;
+        if (!marble__file_of_table(f, t->id) || (keep && !keep(ud, f))) continue;
         marble__sst *s = NULL;
         marble__iter *it = NULL;
         rc = marble__db_open_sst(db, f->number, t, &s, err);
@@ -390,7 +385,7 @@ int marble__db_table_iter_files(marble_db *db, const marble__table *t, const mar
         if (n && !run) rc = marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
         for (size_t i = 0; rc == MARBLE_OK && i < n; i++) {
             const marble__file_meta *f = marble__version_file(v, lv, i);
-            if (!file_of_table(f, t->id) || (keep && !keep(ud, f))) continue;
+            if (!marble__file_of_table(f, t->id) || (keep && !keep(ud, f))) continue;
             rc = marble__db_open_sst(db, f->number, t, &run[m], err);
             if (rc == MARBLE_OK) m++;
         }
@@ -649,7 +644,7 @@ int marble__db_clean_run(marble_db *db, const marble__table *t, const marble__re
     for (int l = 0; l < MARBLE__NUM_LEVELS; l++)
         for (size_t i = 0; i < marble__version_num_files(v, l); i++) {
             const marble__file_meta *f = marble__version_file(v, l, i);
-            if (file_of_table(f, t->id) && (!b || marble__scan_file_in_bounds(b, f))) {
+            if (marble__file_of_table(f, t->id) && (!b || marble__scan_file_in_bounds(b, f))) {
                 if (l == 0 || (level >= 0 && level != l)) return MARBLE_OK;
                 level = l;
             }
@@ -660,7 +655,7 @@ int marble__db_clean_run(marble_db *db, const marble__table *t, const marble__re
     if (!*run) return marble_error_set(err, MARBLE_ERR_NO_MEMORY, "out of memory");
     for (size_t i = 0; i < n; i++) {
         const marble__file_meta *f = marble__version_file(v, level, i);
-        if (!file_of_table(f, t->id) || (b && !marble__scan_file_in_bounds(b, f))) continue;
+        if (!marble__file_of_table(f, t->id) || (b && !marble__scan_file_in_bounds(b, f))) continue;
         marble__sst *sst;
         MARBLE_RETURN_NOT_OK(marble__db_open_sst(db, f->number, t, &sst, err));
         (*run)[(*n_run)++] = sst;

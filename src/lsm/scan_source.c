@@ -317,11 +317,6 @@ static int64_t keep_batches(const source *src, const plan *pl, const marble__sst
     return kept;
 }
 
-static int file_of_table(const marble__file_meta *f, uint32_t id)
-{
-    return f->smallest_len >= MARBLE__PREFIX_LEN && marble__prefix_get(f->smallest) == id;
-}
-
 static int plan_fast(source *src, plan *pl, marble_error *err)
 {
     size_t cap = 0;
@@ -366,7 +361,7 @@ static int overlaps_another(const marble__version *v, uint32_t id, const marble_
     for (int l = 0; l < MARBLE__NUM_LEVELS; l++)
         for (size_t i = 0; i < marble__version_num_files(v, l); i++) {
             const marble__file_meta *g = marble__version_file(v, l, i);
-            if (g == f || g->number == f->number || !file_of_table(g, id)) continue;
+            if (g == f || g->number == f->number || !marble__file_of_table(g, id)) continue;
             if (key_cmp(g->smallest, g->smallest_len, f->largest, f->largest_len) <= 0 &&
                 key_cmp(f->smallest, f->smallest_len, g->largest, g->largest_len) <= 0)
                 return 1;
@@ -457,7 +452,7 @@ static int plan_merge(source *src, plan *pl, marble_error *err)
     for (int l = 0; rc == MARBLE_OK && l < MARBLE__NUM_LEVELS; l++)
         for (size_t i = 0; rc == MARBLE_OK && i < marble__version_num_files(v, l); i++) {
             const marble__file_meta *f = marble__version_file(v, l, i);
-            if (!file_of_table(f, id)) continue;
+            if (!marble__file_of_table(f, id)) continue;
             pl->files_total++;
             if (!marble__scan_file_in_bounds(&src->b, f)) {
                 pl->files_skipped++;
@@ -774,7 +769,7 @@ int marble_db_scan_source(marble_db *db, const char *table, const marble_scan_sp
         const marble__version *v = src->rv.version;
         for (int l = 0; l < MARBLE__NUM_LEVELS; l++)
             for (size_t i = 0; i < marble__version_num_files(v, l); i++)
-                pl.files_total += file_of_table(marble__version_file(v, l, i), t->id);
+                pl.files_total += marble__file_of_table(marble__version_file(v, l, i), t->id);
         if (src->b.empty) {
             src->fast = 1;
             pl.files_skipped = pl.files_total;
