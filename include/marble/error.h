@@ -76,6 +76,13 @@ MARBLE_API const char *marble_status_name(int code);
 MARBLE_API int marble_error_set(marble_error *err, int code, const char *fmt, ...)
     MARBLE_PRINTF(3, 4);
 
+/* The errno value a C Stream Interface callback returns for a code: 0 for MARBLE_OK, ENOMEM,
+ * EINVAL (invalid argument), ENOTSUP (unsupported), ECANCELED (cancelled), else EIO (I/O errors,
+ * corruption, limits, ...).
+ * marble_error_from_errno maps those back (other values: MARBLE_ERR_IO), for foreign streams. */
+MARBLE_API int marble_error_to_errno(int code);
+MARBLE_API int marble_error_from_errno(int e);
+
 /* Resets `err` (if not NULL) to MARBLE_OK with an empty message. */
 MARBLE_API void marble_error_clear(marble_error *err);
 

@@ -945,27 +945,11 @@ typedef struct ipc_stream {
     char error[MARBLE_ERROR_MESSAGE_SIZE];
 } ipc_stream;
 
-static int to_errno(int code)
-{
-    switch (code) {
-    case MARBLE_OK:
-        return 0;
-    case MARBLE_ERR_NO_MEMORY:
-        return ENOMEM;
-    case MARBLE_ERR_INVALID_ARGUMENT:
-        return EINVAL;
-    case MARBLE_ERR_UNSUPPORTED:
-        return ENOTSUP;
-    default:
-        return EIO;
-    }
-}
-
 static int stream_result(ipc_stream *s, int rc, const marble_error *e)
 {
     if (rc == MARBLE_OK) return 0;
     snprintf(s->error, sizeof s->error, "%s", e->message);
-    return to_errno(rc);
+    return marble_error_to_errno(rc);
 }
 
 static int stream_get_schema(struct ArrowArrayStream *st, struct ArrowSchema *out)

@@ -1,6 +1,7 @@
 /* Status codes (generated from MARBLE_ERROR_LIST) and marble_error helpers. */
 #include "marble/error.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 
@@ -45,5 +46,41 @@ void marble_error_clear(marble_error *err)
     if (err) {
         err->code = MARBLE_OK;
         err->message[0] = '\0';
+    }
+}
+
+int marble_error_to_errno(int code)
+{
+    switch (code) {
+    case MARBLE_OK:
+        return 0;
+    case MARBLE_ERR_NO_MEMORY:
+        return ENOMEM;
+    case MARBLE_ERR_INVALID_ARGUMENT:
+        return EINVAL;
+    case MARBLE_ERR_UNSUPPORTED:
+        return ENOTSUP;
+    case MARBLE_ERR_CANCELLED:
+        return ECANCELED;
+    default:
+        return EIO;
+    }
+}
+
+int marble_error_from_errno(int e)
+{
+    switch (e) {
+    case 0:
+        return MARBLE_OK;
+    case ENOMEM:
+        return MARBLE_ERR_NO_MEMORY;
+    case EINVAL:
+        return MARBLE_ERR_INVALID_ARGUMENT;
+    case ENOTSUP:
+        return MARBLE_ERR_UNSUPPORTED;
+    case ECANCELED:
+        return MARBLE_ERR_CANCELLED;
+    default:
+        return MARBLE_ERR_IO;
     }
 }

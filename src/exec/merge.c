@@ -52,14 +52,6 @@ static int merge_fail(merge *m, int code, const char *fmt, ...)
     return code;
 }
 
-static int errno_code(int e)
-{
-    return e == ENOMEM      ? MARBLE_ERR_NO_MEMORY
-           : e == EINVAL    ? MARBLE_ERR_INVALID_ARGUMENT
-           : e == ECANCELED ? MARBLE_ERR_CANCELLED
-                            : MARBLE_ERR_IO;
-}
-
 /* Moves input i to its next non-empty batch, or marks it finished. */
 static int advance(merge *m, size_t i)
 {
@@ -73,7 +65,7 @@ static int advance(merge *m, size_t i)
         if (e) {
             int code = marble_stream_last_code(&in->s);
             const char *msg = in->s.get_last_error ? in->s.get_last_error(&in->s) : NULL;
-            return merge_fail(m, code ? code : errno_code(e), "merge input %zu: %s", i,
+            return merge_fail(m, code ? code : marble_error_from_errno(e), "merge input %zu: %s", i,
                               msg ? msg : strerror(e));
         }
         if (!b.release) return MARBLE_OK;
@@ -156,29 +148,15 @@ static int ms_get_schema(struct ArrowArrayStream *st, struct ArrowSchema *out)
     return marble_arrow_schema_copy(&m->schema, out, NULL) == MARBLE_OK ? 0 : ENOMEM;
 }
 
-static int to_errno(int code)
-{
-    switch (code) {
-    case MARBLE_ERR_NO_MEMORY:
-        return ENOMEM;
-    case MARBLE_ERR_INVALID_ARGUMENT:
-        return EINVAL;
-    case MARBLE_ERR_CANCELLED:
-        return ECANCELED;
-    default:
-        return EIO;
-    }
-}
-
 static int ms_get_next(struct ArrowArrayStream *st, struct ArrowArray *out)
 {
     merge *m = st->private_data;
     memset(out, 0, sizeof *out);
-    if (m->code) return to_errno(m->code);
+    if (m->code) return marble_error_to_errno(m->code);
     if (!m->started) {
         m->started = 1;
         for (size_t i = 0; i < m->n; i++) {
-            if (advance(m, i) != MARBLE_OK) return to_errno(m->code);
+            if (advance(m, i) != MARBLE_OK) return marble_error_to_errno(m->code);
             if (!m->in[i].live) continue;
             m->heap[m->hn++] = i;
         }
@@ -195,7 +173,7 @@ static int ms_get_next(struct ArrowArrayStream *st, struct ArrowArray *out)
         m->chunk[filled].prefix = 0;
         filled++;
         if (++in->row == m->tab[in->slot].a.length) {
-            if (advance(m, i) != MARBLE_OK) return to_errno(m->code);
+            if (advance(m, i) != MARBLE_OK) return marble_error_to_errno(m->code);
             if (!in->live) m->heap[0] = m->heap[--m->hn];
         }
         sift_down(m, 0);
@@ -213,7 +191,7 @@ static int ms_get_next(struct ArrowArrayStream *st, struct ArrowArray *out)
     if (rc != MARBLE_OK) {
         m->code = rc;
         snprintf(m->msg, sizeof m->msg, "%s", err.message);
-        return to_errno(rc);
+        return marble_error_to_errno(rc);
     }
     return 0;
 }
@@ -295,7 +273,7 @@ int marble_merge_streams(struct ArrowArrayStream *inputs, size_t n, const marble
         memset(&s, 0, sizeof s);
         int e = m->in[i].s.get_schema(&m->in[i].s, &s);
         if (e || !s.release) {
-            rc = marble_error_set(err, errno_code(e ? e : EIO),
+            rc = marble_error_set(err, marble_error_from_errno(e ? e : EIO),
                                   "merge: reading the schema of input %zu failed", i);
             goto fail;
         }

@@ -1247,23 +1247,6 @@ static int prepare(exec *x, marble_error *err)
     }
 }
 
-static int to_errno(int code)
-{
-    switch (code) {
-    case MARBLE_OK:
-        return 0;
-    case MARBLE_ERR_NO_MEMORY:
-        return ENOMEM;
-    case MARBLE_ERR_INVALID_ARGUMENT:
-    case MARBLE_ERR_UNSUPPORTED:
-        return EINVAL;
-    case MARBLE_ERR_CANCELLED:
-        return ECANCELED;
-    default:
-        return EIO;
-    }
-}
-
 static int es_get_schema(struct ArrowArrayStream *st, struct ArrowSchema *out)
 {
     exec *x = st->private_data;
@@ -1274,14 +1257,14 @@ static int es_get_schema(struct ArrowArrayStream *st, struct ArrowSchema *out)
         x->code = rc;
         snprintf(x->msg, sizeof x->msg, "%s", e.message);
     }
-    return to_errno(rc);
+    return marble_error_to_errno(rc);
 }
 
 static int es_get_next(struct ArrowArrayStream *st, struct ArrowArray *out)
 {
     exec *x = st->private_data;
     memset(out, 0, sizeof *out);
-    if (x->code) return to_errno(x->code);
+    if (x->code) return marble_error_to_errno(x->code);
     marble_error e;
     marble_error_clear(&e);
     int rc = MARBLE_OK;
@@ -1295,7 +1278,7 @@ static int es_get_next(struct ArrowArrayStream *st, struct ArrowArray *out)
         snprintf(x->msg, sizeof x->msg, "%s", e.message[0] ? e.message : marble_strerror(rc));
         stream_stop(x);
     }
-    return to_errno(rc);
+    return marble_error_to_errno(rc);
 }
 
 static const char *es_last_error(struct ArrowArrayStream *st)

@@ -147,22 +147,6 @@ static int stream_open(void *ud, int64_t i, void **cursor, marble_error *err)
     return MARBLE_OK;
 }
 
-static int errno_code(int e)
-{
-    switch (e) {
-    case ENOMEM:
-        return MARBLE_ERR_NO_MEMORY;
-    case EINVAL:
-        return MARBLE_ERR_INVALID_ARGUMENT;
-    case ECANCELED:
-        return MARBLE_ERR_CANCELLED;
-    case ENOTSUP:
-        return MARBLE_ERR_UNSUPPORTED;
-    default:
-        return MARBLE_ERR_IO;
-    }
-}
-
 static int stream_next(void *ud, void *cursor, struct ArrowArray *out, marble_error *err)
 {
     stream_src *s = ud;
@@ -172,7 +156,7 @@ static int stream_next(void *ud, void *cursor, struct ArrowArray *out, marble_er
     if (e != 0) {
         int code = marble_stream_last_code(&s->stream);
         const char *msg = s->stream.get_last_error ? s->stream.get_last_error(&s->stream) : NULL;
-        return marble_error_set(err, code ? code : errno_code(e), "stream source: %s",
+        return marble_error_set(err, code ? code : marble_error_from_errno(e), "stream source: %s",
                                 msg && *msg ? msg : strerror(e));
     }
     if (!out->release) return MARBLE_ERR_NOT_FOUND;
@@ -218,7 +202,7 @@ int marble_source_from_stream(struct ArrowArrayStream *stream, marble_source *ou
     int e = s->stream.get_schema(&s->stream, &s->schema);
     if (e != 0 || !s->schema.release) {
         const char *msg = s->stream.get_last_error ? s->stream.get_last_error(&s->stream) : NULL;
-        int rc = marble_error_set(err, errno_code(e ? e : EIO),
+        int rc = marble_error_set(err, marble_error_from_errno(e ? e : EIO),
                                   "stream source: reading the schema failed: %s",
                                   msg && *msg ? msg : strerror(e ? e : EIO));
         stream_release(s);

@@ -433,20 +433,6 @@ typedef struct scan_state {
     marble__bytes scratch;
 } scan_state;
 
-static int errno_of(int code)
-{
-    switch (code) {
-    case MARBLE_ERR_NO_MEMORY:
-        return ENOMEM;
-    case MARBLE_ERR_INVALID_ARGUMENT:
-        return EINVAL;
-    case MARBLE_ERR_UNSUPPORTED:
-        return ENOTSUP;
-    default:
-        return EIO;
-    }
-}
-
 static void scan_release(struct ArrowArrayStream *st)
 {
     scan_state *s = st->private_data;
@@ -475,7 +461,7 @@ static int scan_get_schema(struct ArrowArrayStream *st, struct ArrowSchema *out)
     int rc = marble__assembler_schema(s->as, out, &e);
     if (rc != MARBLE_OK) {
         snprintf(s->error, sizeof s->error, "%s", e.message);
-        return errno_of(rc);
+        return marble_error_to_errno(rc);
     }
     return 0;
 }
@@ -860,7 +846,7 @@ static int scan_get_next(struct ArrowArrayStream *st, struct ArrowArray *out)
         if (rc != MARBLE_OK) {
             snprintf(s->error, sizeof s->error, "%s", e.message);
             s->done = 1;
-            return errno_of(rc);
+            return marble_error_to_errno(rc);
         }
         return 0;
     }
@@ -868,7 +854,7 @@ static int scan_get_next(struct ArrowArrayStream *st, struct ArrowArray *out)
     if (rc != MARBLE_OK) {
         snprintf(s->error, sizeof s->error, "%s", e.message);
         s->done = 1;
-        return errno_of(rc);
+        return marble_error_to_errno(rc);
     }
     if (marble__assembler_rows(s->as) == 0) {
         memset(out, 0, sizeof *out);
@@ -878,7 +864,7 @@ static int scan_get_next(struct ArrowArrayStream *st, struct ArrowArray *out)
     rc = marble__assembler_finish(s->as, out, &e);
     if (rc != MARBLE_OK) {
         snprintf(s->error, sizeof s->error, "%s", e.message);
-        return errno_of(rc);
+        return marble_error_to_errno(rc);
     }
     return 0;
 }

@@ -901,14 +901,6 @@ static int mini_reader(ipc_in *s, const uint8_t *msg, size_t len, marble_ipc_rea
     return rc;
 }
 
-static int to_errno(int code)
-{
-    return code == MARBLE_ERR_NO_MEMORY                                           ? ENOMEM
-           : code == MARBLE_ERR_INVALID_ARGUMENT || code == MARBLE_ERR_CORRUPTION ? EINVAL
-           : code == MARBLE_ERR_UNSUPPORTED                                       ? ENOTSUP
-                                                                                  : EIO;
-}
-
 static int ipc_get_schema(struct ArrowArrayStream *st, struct ArrowSchema *out)
 {
     ipc_in *s = st->private_data;
@@ -916,7 +908,7 @@ static int ipc_get_schema(struct ArrowArrayStream *st, struct ArrowSchema *out)
     int rc = mini_reader(s, NULL, 0, &r, &s->err);
     if (rc == MARBLE_OK) rc = marble_ipc_reader_schema(r, out, &s->err);
     marble_ipc_reader_destroy(r);
-    return rc == MARBLE_OK ? 0 : to_errno(rc);
+    return rc == MARBLE_OK ? 0 : marble_error_to_errno(rc);
 }
 
 static int ipc_get_next(struct ArrowArrayStream *st, struct ArrowArray *out)
@@ -927,7 +919,7 @@ static int ipc_get_next(struct ArrowArrayStream *st, struct ArrowArray *out)
     uint8_t *msg;
     size_t len;
     int rc = ipc_message(s, &msg, &len, &s->err);
-    if (rc != MARBLE_OK) return to_errno(rc);
+    if (rc != MARBLE_OK) return marble_error_to_errno(rc);
     if (!msg) return 0;
     marble_ipc_reader *r = NULL;
     rc = mini_reader(s, msg, len, &r, &s->err);
@@ -939,7 +931,7 @@ static int ipc_get_next(struct ArrowArrayStream *st, struct ArrowArray *out)
                               s->in.uri);
     if (rc == MARBLE_OK) rc = marble_ipc_reader_read(r, 0, out, &s->err);
     marble_ipc_reader_destroy(r);
-    return rc == MARBLE_OK ? 0 : to_errno(rc);
+    return rc == MARBLE_OK ? 0 : marble_error_to_errno(rc);
 }
 
 static const char *ipc_last_error(struct ArrowArrayStream *st)
@@ -1001,7 +993,7 @@ static int csv_get_schema(struct ArrowArrayStream *st, struct ArrowSchema *out)
 {
     csv_in *c = st->private_data;
     int rc = marble_csv_reader_schema(c->r, out, &c->err);
-    return rc == MARBLE_OK ? 0 : to_errno(rc);
+    return rc == MARBLE_OK ? 0 : marble_error_to_errno(rc);
 }
 
 static int csv_get_next(struct ArrowArrayStream *st, struct ArrowArray *out)
@@ -1010,7 +1002,7 @@ static int csv_get_next(struct ArrowArrayStream *st, struct ArrowArray *out)
     marble_error e = {0};
     int rc = marble_csv_reader_next(c->r, out, &e);
     if (rc != MARBLE_OK) marble_error_set(&c->err, rc, "%s: %s", c->uri, e.message);
-    return rc == MARBLE_OK ? 0 : to_errno(rc);
+    return rc == MARBLE_OK ? 0 : marble_error_to_errno(rc);
 }
 
 static const char *csv_last_error(struct ArrowArrayStream *st)
