@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "marble/base.h"
+#include "arrow/arrow_internal.h"
 #include "exec/pipeline_internal.h"
 
 __extension__ typedef __int128 i128;
@@ -449,21 +450,6 @@ typedef struct agg_in {
     } while (0)
 
 /* Set bits in bm[bit0, bit0 + n). */
-static int64_t count_bits(const uint8_t *bm, int64_t bit0, int64_t n)
-{
-    int64_t c = 0, p = bit0, end = bit0 + n;
-    for (; p < end && (p & 7); p++)
-        c += (bm[p >> 3] >> (p & 7)) & 1;
-    for (; p + 64 <= end; p += 64) {
-        uint64_t w;
-        memcpy(&w, bm + (p >> 3), 8);
-        c += __builtin_popcountll(w);
-    }
-    for (; p < end; p++)
-        c += (bm[p >> 3] >> (p & 7)) & 1;
-    return c;
-}
-
 static int64_t count_valid(const agg_in *in)
 {
     if (!in->bm && !in->vb) return in->n;
@@ -472,7 +458,7 @@ static int64_t count_valid(const agg_in *in)
         for (int64_t k = 0; k < in->n; k++)
             c += in->vb[k];
     } else if (!in->sel) {
-        c = count_bits(in->bm, in->bit0, in->n);
+        c = in->n - marble__arrow_bitmap_count_zeros(in->bm, in->bit0, in->n);
     } else {
         for (int64_t k = 0; k < in->n; k++) {
             int64_t p = in->bit0 + in->sel[k];
